@@ -1,0 +1,55 @@
+# ocrlib — the Makefile is the entry point. `make` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_SYS ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROFILE ?= quick
+SEED ?= 0
+TEX_PACKAGES := texlive-latex-base dvipng preview-latex-style texlive-fonts-recommended
+
+.PHONY: help setup tex test reports data lab bench models clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-9s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON_SYS) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	$(VENV)/bin/nbdime config-git --enable >/dev/null
+	touch $(STAMP)
+
+setup: $(STAMP) tex ## create .venv with the pinned packages, enable nbdime for notebooks, install TeX when possible
+
+tex: ## install real TeX (latex + dvipng) with apt-get when available; otherwise say mathtext is used
+	@if command -v latex >/dev/null && command -v dvipng >/dev/null && kpsewhich preview.sty >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "installing real TeX: $(TEX_PACKAGES)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(TEX_PACKAGES) >/dev/null) \
+		|| echo "warning: apt-get could not install TeX; the TeX-typeset test set falls back to mathtext"; \
+	else echo "note: real TeX is not installed and apt-get is not usable here; the TeX-typeset test set falls back to mathtext"; fi
+
+test: setup ## run the tests (fast; real data from ../shared/data when present)
+	$(PY) -m pytest
+
+reports: setup ## run every numbered notebook with papermill into reports/ (PROFILE=smoke|quick|full, SEED=0)
+	$(PY) -m ocrlib report --profile $(PROFILE) --seed $(SEED)
+
+data: setup ## build the data sets of a profile into data/ (PROFILE=smoke|quick|full)
+	$(PY) -c "from ocrlib.data.build import build_datasets; build_datasets('$(PROFILE)', seed=$(SEED))"
+
+bench: setup ## benchmarks: reports/bench.json and reports/bench.md
+	$(PY) -m ocrlib bench
+
+models: setup ## table of the five recognisers and their parameter counts
+	$(PY) -m ocrlib models
+
+lab: setup ## JupyterLab on the repository
+	$(VENV)/bin/jupyter lab --notebook-dir=.
+
+clean: ## remove generated reports and caches (keeps data/ and runs/)
+	find reports -mindepth 1 ! -name README.md -delete
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,1 @@
+"""ocrlib: math formula recognition."""

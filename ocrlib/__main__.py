@@ -1,0 +1,3 @@
+from ocrlib.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,81 @@
+"""`python -m ocrlib render|train|eval|predict|models|bench|report`.
+
+This module only parses arguments; each command lives in the module that does the work
+(imported lazily so `--help` stays fast). Bad input ends with a one-line error and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ocrlib.errors import BadInput
+
+# command -> (module, function); each function takes the parsed args and returns an exit status.
+COMMANDS = {
+    "render": ("ocrlib.data.render", "cli_render"),
+    "train": ("ocrlib.train", "cli_train"),
+    "eval": ("ocrlib.evaluate", "cli_eval"),
+    "predict": ("ocrlib.evaluate", "cli_predict"),
+    "models": ("ocrlib.models", "cli_models"),
+    "bench": ("ocrlib.bench", "cli_bench"),
+    "report": ("ocrlib.reports", "cli_report"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ocrlib", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("render", help="typeset formulas into a competition-layout data set")
+    p.add_argument("--corpus", default="synth",
+                   help="formula list file (one LaTeX a line), 'synth' (the generator), or an InkML folder for --renderer ink")
+    p.add_argument("--renderer", choices=("mathtext", "tex", "ink"), default="mathtext")
+    p.add_argument("--out", required=True, help="output folder (images/, gt.txt, tokens.txt, manifest.json)")
+    p.add_argument("--n", type=int, default=None, help="number of formulas (default: all of the corpus; 1000 for synth)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", default=None, help="keep only formulas of this hash split (train/val/test)")
+
+    p = sub.add_parser("train", help="train a recogniser (works under torchrun too)")
+    p.add_argument("--config", required=True, help="model name (satrn, aster, attention, srn, cstr) or a YAML path")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. training.lr=3e-4 (repeatable)")
+    p.add_argument("--profile", default=None, help="smoke | quick | full (config profile section)")
+    p.add_argument("--run-dir", default=None, help="run folder (default runs/<model>-<hash>)")
+    p.add_argument("--resume", action="store_true", help="continue from run-dir/checkpoint.pt")
+    p.add_argument("--budget-min", type=float, default=None, help="stop after this many wall-clock minutes")
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on a competition-layout folder")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--beam", type=int, default=1)
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+
+    p = sub.add_parser("predict", help="print image<TAB>latex for images or folders")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--beam", type=int, default=1)
+
+    sub.add_parser("models", help="table of the registered models and their parameter counts")
+
+    p = sub.add_parser("bench", help="benchmarks: JSON + markdown table in reports/")
+    p.add_argument("--out", default=None)
+    p.add_argument("--quick", action="store_true", help="fewer repetitions")
+
+    p = sub.add_parser("report", help="run the numbered notebooks with papermill into reports/")
+    p.add_argument("--profile", default="quick")
+    p.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run")
+    p.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module_name, func_name = COMMANDS[args.command]
+    func = getattr(importlib.import_module(module_name), func_name)
+    try:
+        return int(func(args) or 0)
+    except (BadInput, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,1 @@
+"""Data: sources, synthetic formulas, rendering, augmentation, datasets, EDA."""
