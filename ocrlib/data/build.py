@@ -1,0 +1,132 @@
+"""Build a profile's data sets into data/<profile>/ (notebook 00, `make data`, training notebooks).
+
+Printed: formulas from the real exam corpus when it is beside the project (else the generator), split by a
+hash of the normalised formula, rendered with mathtext fonts; the test split is typeset again by real TeX as
+the shifted test set. Handwritten: CROHME ink split by writer (else pseudo-ink from generated formulas).
+A set whose folder already holds a manifest for the same request is reused, not rendered again.
+"""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ocrlib.data.render import render_dataset
+from ocrlib.data.render_tex import TexUnavailable, check_tex
+from ocrlib.data.sources import InkExpression, read_formula_list, read_gt, read_inkml
+from ocrlib.errors import BadInput
+from ocrlib.data.splits import split_by_writer, split_formulas
+from ocrlib.data.synth import generate_formulas
+from ocrlib.paths import DATA_DIR, crohme_inkml_dir, exam_formulas_file
+from ocrlib.profiles import get_profile
+from ocrlib.tokens import Vocab
+
+
+@dataclass
+class BuiltData:
+    root: Path
+    sets: dict[str, Path] = field(default_factory=dict)  # "printed/train" -> folder in competition layout
+    printed_source: str = ""
+    handwritten_source: str = ""
+    tex_renderer: str = ""  # "tex", or "mathtext" when TeX is not installed
+
+    @property
+    def vocab_path(self) -> Path:
+        return self.root / "tokens.txt"
+
+    def describe(self) -> str:
+        return (f"printed formulas: {self.printed_source}; shifted test typeset by: {self.tex_renderer}; "
+                f"handwritten: {self.handwritten_source}")
+
+    def summary(self) -> pd.DataFrame:
+        rows = []
+        for name, folder in self.sets.items():
+            manifest = json.loads((folder / "manifest.json").read_text())
+            rows.append({"set": name, "images": manifest.get("written"), "failed": len(manifest.get("failures", [])),
+                         "renderer": manifest.get("renderer"), "seconds": round(manifest.get("seconds", 0.0), 1)})
+        return pd.DataFrame(rows)
+
+
+def printed_corpus(n: int, seed: int) -> tuple[list[str], str]:
+    """n formulas (seeded sample) from the real corpus, or from the generator when the corpus is absent."""
+    path = exam_formulas_file()
+    if path is None:
+        return generate_formulas(n, seed), "generator (ocrlib.data.synth; ../shared/data is absent)"
+    formulas = read_formula_list(path)
+    rng = random.Random(seed)
+    return rng.sample(formulas, min(n, len(formulas))), f"exam corpus {path} ({len(formulas):,} formulas)"
+
+
+def _try_read_inkml(path: Path) -> InkExpression | None:
+    try:
+        return read_inkml(path)
+    except BadInput:
+        return None
+
+
+def _render_cached(items: list, out: Path, renderer: str, seed: int, workers: int, progress: bool) -> Path:
+    request = {"renderer": renderer, "seed": seed, "n": len(items), "first": str(items[0]) if items else ""}
+    stamp = out / "request.json"
+    if stamp.exists() and (out / "manifest.json").exists() and json.loads(stamp.read_text()) == request:
+        return out
+    if out.exists():
+        shutil.rmtree(out)
+    render_dataset(items, out, renderer, seed=seed, workers=workers, progress=progress)
+    stamp.write_text(json.dumps(request))
+    return out
+
+
+def build_datasets(profile: str = "quick", seed: int = 0, workers: int = 2, root: Path | None = None,
+                   progress: bool = True) -> BuiltData:
+    prof = get_profile(profile)
+    root = Path(root) if root else DATA_DIR / profile
+    root.mkdir(parents=True, exist_ok=True)
+    built = BuiltData(root)
+
+    # Printed: hash split of the normalised formula, so val/test hold only formulas never seen in training.
+    formulas, built.printed_source = printed_corpus(prof.printed_formulas, seed)
+    splits = split_formulas(formulas)
+    for split, items in splits.items():
+        built.sets[f"printed/{split}"] = _render_cached(items, root / "printed_mathtext" / split, "mathtext",
+                                                        seed, workers, progress)
+
+    # The shifted test set: the same test formulas typeset by real TeX (the competition's public->private drop).
+    try:
+        check_tex()
+        built.tex_renderer = "tex"
+    except TexUnavailable as err:
+        print(f"note: {err} -- the shifted test set is rendered with mathtext instead")
+        built.tex_renderer = "mathtext"
+    built.sets["tex/test"] = _render_cached(splits["test"][: prof.tex_test], root / "printed_tex" / "test",
+                                            built.tex_renderer, seed + 1, workers, progress)
+
+    # Handwritten: CROHME split by writer; pseudo-ink from generated formulas when CROHME is absent.
+    inkml_dir = crohme_inkml_dir()
+    if inkml_dir is not None:
+        paths = sorted(inkml_dir.glob("*/*.inkml"))
+        paths = random.Random(seed).sample(paths, min(prof.handwritten, len(paths)))
+        # Split the parsed expressions by writer; unreadable files are left out and counted here.
+        expressions = [e for e in map(_try_read_inkml, paths) if e is not None]
+        if len(expressions) < len(paths):
+            print(f"note: {len(paths) - len(expressions)} of {len(paths)} InkML files are unusable and left out")
+        hw_splits = {k: [Path(e.path) for e in v] for k, v in split_by_writer(expressions).items()}
+        built.handwritten_source = f"CROHME ink {inkml_dir} ({len(paths):,} expressions, split by writer)"
+    else:
+        hw_splits = split_formulas(generate_formulas(prof.handwritten, seed + 2))
+        built.handwritten_source = "pseudo-ink from generated formulas (CROHME is absent)"
+    for split, items in hw_splits.items():
+        built.sets[f"handwritten/{split}"] = _render_cached(items, root / "handwritten" / split, "ink",
+                                                            seed, workers, progress)
+
+    # One vocabulary: the tokens of the training splits (val/test tokens outside it are counted as <unk>).
+    train_tokens = [s.tokens for key in ("printed/train", "handwritten/train") for s in read_gt(built.sets[key])[0]]
+    Vocab.build(train_tokens).save(built.vocab_path)
+    (root / "build.json").write_text(json.dumps(
+        {"profile": profile, "seed": seed, "sets": {k: str(v) for k, v in built.sets.items()},
+         "printed_source": built.printed_source, "handwritten_source": built.handwritten_source,
+         "tex_renderer": built.tex_renderer}, indent=2))
+    return built

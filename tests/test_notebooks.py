@@ -1,0 +1,68 @@
+"""Notebooks: stored stripped, run headless with papermill (PROFILE=smoke), failures reported in the index."""
+import json
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from ocrlib.paths import NOTEBOOKS_DIR
+from ocrlib.reports import planned_runs, run_reports
+
+NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_there_are_numbered_notebooks():
+    names = [p.stem for p in NOTEBOOKS]
+    assert {"00_data", "01_eda", "02_augmentation"} <= set(names)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_stored_without_outputs_and_has_a_parameters_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), "strip outputs before committing"
+    assert any("parameters" in c.metadata.get("tags", []) for c in code)
+    assert any("findings" in c.metadata.get("tags", []) for c in nb.cells), "end with a cell tagged `findings`"
+
+
+def _tiny_notebook(path, body):
+    nb = new_notebook(cells=[new_code_cell("profile = 'smoke'\nseed = 0", metadata={"tags": ["parameters"]}),
+                             new_code_cell(body, metadata={"tags": ["findings"]}),
+                             new_markdown_cell("end")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def test_a_failing_notebook_is_reported_and_the_others_still_run(tmp_path):
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    _tiny_notebook(nbs / "00_fine.ipynb", "print('all good', profile)")
+    _tiny_notebook(nbs / "01_broken.ipynb", "raise RuntimeError('boom in cell')")
+    _tiny_notebook(nbs / "02_after.ipynb", "print('still ran')")
+    out = tmp_path / "reports"
+    runs = run_reports("smoke", 0, notebooks_dir=nbs, out_dir=out)
+    assert [(r.name, r.status) for r in runs] == [("00_fine", "ok"), ("01_broken", "failed"), ("02_after", "ok")]
+    assert "RuntimeError" in runs[1].error and "boom in cell" in runs[1].error
+    assert runs[0].finding == "all good smoke" and runs[2].finding == "still ran"
+    index = (out / "index.html").read_text()
+    assert "01_broken" in index and "failed" in index and "02_after.html" in index
+    assert {p.name for p in out.glob("*.html")} == {"00_fine.html", "01_broken.html", "02_after.html", "index.html"}
+    assert json.loads((out / "index.json").read_text())["profile"] == "smoke"
+
+
+def test_matrix_metadata_expands_into_one_run_per_value(tmp_path):
+    path = tmp_path / "10_train.ipynb"
+    _tiny_notebook(path, "pass")
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata["ocrlib"] = {"matrix": {"model": ["satrn", "cstr"]}}
+    nbformat.write(nb, path)
+    runs = planned_runs(tmp_path)
+    assert [(r.name, r.parameters) for r in runs] == [("10_train_satrn", {"model": "satrn"}),
+                                                       ("10_train_cstr", {"model": "cstr"})]
+
+
+def test_every_notebook_runs_end_to_end_with_the_smoke_profile(tmp_path):
+    runs = run_reports("smoke", 0, out_dir=tmp_path)
+    failed = {r.name: r.error for r in runs if r.status != "ok"}
+    assert failed == {}
+    assert all(r.finding for r in runs), "every notebook states its findings"
