@@ -138,13 +138,25 @@ def run_reports(profile: str = "quick", seed: int = 0, only: list[str] | None = 
     runs = planned_runs(notebooks_dir, only)
     if not runs:
         raise FileNotFoundError(f"{notebooks_dir}: no numbered notebooks to run")
+    kept = _earlier_runs(out_dir, profile, {r.name for r in runs}) if only else []
     for i, run in enumerate(runs, 1):
         print(f"[{i}/{len(runs)}] {run.name} ...", flush=True)
         run_one(run, profile, seed, out_dir)
         print(f"[{i}/{len(runs)}] {run.name}: {run.status} in {run.seconds:.0f} s {run.error}", flush=True)
-        write_index(runs[:i], profile, seed, out_dir)  # the index is current after every notebook
-    write_index(runs, profile, seed, out_dir)
+        # The index is current after every notebook; with --only it keeps the other notebooks' earlier runs.
+        write_index(sorted(kept + runs[:i], key=lambda r: r.name), profile, seed, out_dir)
     return runs
+
+
+def _earlier_runs(out_dir: Path, profile: str, replaced: set[str]) -> list[NotebookRun]:
+    """Runs listed in an existing index of the same profile, except those about to run again."""
+    path = out_dir / "index.json"
+    if not path.exists():
+        return []
+    index = json.loads(path.read_text())
+    if index.get("profile") != profile:
+        return []
+    return [NotebookRun(**{**r, "notebook": Path(r["notebook"])}) for r in index["runs"] if r["name"] not in replaced]
 
 
 def cli_report(args) -> int:

@@ -49,6 +49,13 @@ def test_a_failing_notebook_is_reported_and_the_others_still_run(tmp_path):
     assert {p.name for p in out.glob("*.html")} == {"00_fine.html", "01_broken.html", "02_after.html", "index.html"}
     assert json.loads((out / "index.json").read_text())["profile"] == "smoke"
 
+    # Re-running one notebook keeps the others' rows in the index.
+    rerun = run_reports("smoke", 0, only=["02"], notebooks_dir=nbs, out_dir=out)
+    assert [r.name for r in rerun] == ["02_after"]
+    index = json.loads((out / "index.json").read_text())
+    assert [(r["name"], r["status"]) for r in index["runs"]] == [("00_fine", "ok"), ("01_broken", "failed"),
+                                                                   ("02_after", "ok")]
+
 
 def test_matrix_metadata_expands_into_one_run_per_value(tmp_path):
     path = tmp_path / "10_train.ipynb"

@@ -46,8 +46,8 @@ class BuiltData:
         rows = []
         for name, folder in self.sets.items():
             manifest = json.loads((folder / "manifest.json").read_text())
-            rows.append({"set": name, "images": manifest.get("written"), "failed": len(manifest.get("failures", [])),
-                         "renderer": manifest.get("renderer"), "seconds": round(manifest.get("seconds", 0.0), 1)})
+            rows.append({"set": name, "images": manifest["n_written"], "failed": manifest["n_failed"],
+                         "renderer": manifest["renderer"], "seconds": round(manifest["seconds"], 1)})
         return pd.DataFrame(rows)
 
 
