@@ -1,0 +1,137 @@
+"""Benchmarks: `python -m ocrlib bench` -> reports/bench.json + reports/bench.md.
+
+A benchmark is a `Case` in `CASES`: a name, a group, and a function `run(quick) -> dict` whose result
+holds at least `value` and `unit` (plus any detail worth keeping). Add model timings by appending
+cases; the JSON and the markdown table pick them up. Each case warms up before timing (worker pool,
+fonts, TeX formats), in the manner of nanoGPT's and parseq's bench scripts.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ocrlib.data.render import render_dataset
+from ocrlib.data.render_tex import TexUnavailable, check_tex
+from ocrlib.data.sources import read_formula_list
+from ocrlib.data.synth import generate_formulas
+from ocrlib.paths import REPORTS_DIR, exam_formulas_file
+
+
+@dataclass
+class Case:
+    name: str
+    group: str  # "render", later "model", "decode"...
+    run: Callable[[bool], dict]  # quick -> {"value": float, "unit": str, ...details}
+
+
+def _bench_formulas(n: int, seed: int = 0) -> tuple[list[str], str]:
+    """n formulas: the real exam corpus when it is beside the project, else the generator."""
+    path = exam_formulas_file()
+    if path is not None:
+        return read_formula_list(path)[:n], "exam corpus"
+    return generate_formulas(n, seed), "synth"
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (pool workers, latex, dvipng)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def render_throughput(renderer: str, workers: int, n: int) -> dict:
+    """Images/s of render_dataset writing n images (PNG + gt.txt) to a temporary folder.
+
+    On a shared machine wall-clock images/s depend on the others' load, so the result also gives the
+    CPU time per image and what `workers` free cores would make of it (`cpu_bound_images_per_s`).
+    """
+    if renderer == "tex":
+        try:
+            check_tex()
+        except TexUnavailable as err:
+            return {"value": float("nan"), "unit": "images/s", "renderer": renderer, "workers": workers, "skipped": str(err)}
+    formulas, corpus = _bench_formulas(n)
+    with tempfile.TemporaryDirectory(prefix="ocrlib-bench-") as tmp:
+        render_dataset(formulas[:min(50, n)], Path(tmp) / "warmup", renderer, workers=1, progress=False)
+        load_before, cpu_before = os.getloadavg()[0], _cpu_seconds()
+        manifest = render_dataset(formulas, Path(tmp) / "out", renderer, seed=0, workers=workers, progress=False)
+        cpu_ms = 1000 * (_cpu_seconds() - cpu_before) / max(manifest["n_written"], 1)
+    return {
+        "value": manifest["images_per_s"], "unit": "images/s", "renderer": renderer, "workers": workers,
+        "n": n, "written": manifest["n_written"], "failed": manifest["n_failed"], "seconds": manifest["seconds"],
+        "cpu_ms_per_image": round(cpu_ms, 2), "cpu_bound_images_per_s": round(1000 * workers / cpu_ms, 1),
+        "corpus": corpus, "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
+    }
+
+
+def _render_case(renderer: str, workers: int, n: int, n_quick: int) -> Case:
+    return Case(f"render {renderer}, {workers} worker{'s' * (workers > 1)}", "render",
+                lambda quick: render_throughput(renderer, workers, n_quick if quick else n))
+
+
+CASES: list[Case] = [
+    _render_case("mathtext", 1, 1000, 200),
+    _render_case("mathtext", 2, 2000, 400),
+    _render_case("tex", 1, 2000, 400),
+    _render_case("tex", 2, 4000, 800),
+]
+
+
+def environment() -> dict:
+    """Where the numbers come from: device, versions, threads, load."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                    if line.startswith("model name")), cpu)
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu: {cpu}"
+    return {
+        "device": device, "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def markdown_table(cases: list[dict]) -> str:
+    """The results as a markdown table, one row a case."""
+    rows = ["| case | value | unit | details |", "|---|---:|---|---|"]
+    for case in cases:
+        details = ", ".join(f"{k}={v}" for k, v in case.items() if k not in ("name", "group", "value", "unit"))
+        rows.append(f"| {case['name']} | {case['value']:.1f} | {case['unit']} | {details} |")
+    return "\n".join(rows) + "\n"
+
+
+def run_cases(cases: list[Case], quick: bool = False) -> list[dict]:
+    results = []
+    for case in cases:
+        started = time.perf_counter()
+        result = case.run(quick)
+        results.append({"name": case.name, "group": case.group, **result,
+                        "wall_s": round(time.perf_counter() - started, 2)})
+        print(f"{case.name}: {result['value']:.1f} {result['unit']}")
+    return results
+
+
+def cli_bench(args) -> int:
+    """`python -m ocrlib bench [--out DIR] [--quick]`: run CASES, write bench.json and bench.md."""
+    out = Path(args.out) if args.out else REPORTS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    env = environment()
+    results = run_cases(CASES, quick=args.quick)
+    report = {**env, "quick": bool(args.quick), "cases": results}
+    (out / "bench.json").write_text(json.dumps(report, indent=1) + "\n")
+    header = (f"# Benchmarks\n\n{env['date']} on {env['device']} ({env['cpu_count']} cores), torch {env['torch']}, "
+              f"{env['torch_threads']} threads; load average at start {env['load_average']}"
+              f"{' (quick)' if args.quick else ''}.\n\n")
+    (out / "bench.md").write_text(header + markdown_table(results))
+    print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
+    return 0

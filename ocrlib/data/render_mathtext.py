@@ -1,0 +1,90 @@
+"""Matplotlib mathtext renderer, plus the small raster helpers every renderer shares.
+
+Mathtext is matplotlib's own TeX-subset typesetter: always installed and fast because it skips the
+Figure machinery entirely: ``MathTextParser("agg").parse`` lays the formula out and rasterises the
+glyphs with FreeType straight into a bitmap, as the Agg backend does for text, without touching the
+backend setting (so importing this module in a notebook leaves its plots alone).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from matplotlib.font_manager import FontProperties
+from matplotlib.mathtext import MathTextParser
+
+# mathtext.fontset values that look different from each other (cm = Computer Modern look-alike).
+FONTSETS = ("cm", "stix", "stixsans", "dejavusans", "dejavuserif")
+SIZES_PT = (10.0, 16.0)  # font size range in points
+DPIS = (100, 120, 150, 200)
+
+_PARSER = MathTextParser("agg")
+
+
+@dataclass
+class Rendered:
+    """One renderer result: an image, or the reason there is none."""
+
+    index: int  # position in the data set (also the image id)
+    latex: str  # ground-truth LaTeX (an InkML file's truth annotation for real ink)
+    style: str = ""  # font / ink kind, written to source.txt as "<renderer>:<style>"
+    image: np.ndarray | None = None  # (H, W) uint8, black ink on white
+    error: str | None = None
+
+
+def item_rng(seed: int, index: int, *salt: int) -> np.random.Generator:
+    """Random parameters of one item derive from (seed, index), never from worker scheduling."""
+    return np.random.default_rng([seed, index, *salt])
+
+
+def crop_to_ink(gray: np.ndarray, margin: int, threshold: int = 250) -> np.ndarray | None:
+    """Crop a white-background uint8 image to its ink plus `margin` white pixels; None without ink."""
+    ink = gray < threshold
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    if rows.size == 0:
+        return None
+    crop = gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    return np.pad(crop, margin, constant_values=255)
+
+
+def error_line(err: Exception) -> str:
+    """Mathtext errors span several lines (formula, caret, message); the last one says what failed."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[-1] if lines else ''}"[:300]
+
+
+def rasterize(latex: str, fontset: str, size_pt: float, dpi: int) -> np.ndarray:
+    """Typeset `latex` (without $) with mathtext; (H, W) uint8 ink coverage, 255 = full ink.
+
+    Raises ValueError (or another parser error) when mathtext cannot parse the formula.
+    """
+    prop = FontProperties(size=size_pt, math_fontfamily=fontset)
+    parsed = _PARSER.parse(f"${latex}$", dpi=dpi, prop=prop)
+    return np.asarray(parsed.image)
+
+
+def render_mathtext(latex: str, fontset: str = "cm", size_pt: float = 12.0, dpi: int = 150,
+                    margin: int = 4) -> np.ndarray | None:
+    """Black-on-white uint8 image of `latex`, cropped to the ink with `margin`; None when it has no ink."""
+    return crop_to_ink(255 - rasterize(latex, fontset, size_pt, dpi), margin)
+
+
+def render_batch(items: list[tuple[int, str]], seed: int, fonts: tuple[str, ...] = FONTSETS,
+                 dpis: tuple[int, ...] = DPIS, sizes_pt: tuple[float, float] = SIZES_PT) -> list[Rendered]:
+    """Render (index, latex) items; font, size, dpi and margin drawn per item from (seed, index)."""
+    results = []
+    for index, latex in items:
+        rng = item_rng(seed, index)
+        font = fonts[rng.integers(len(fonts))]
+        # half-point sizes: matplotlib's font lookup is cached per size, and a miss costs ~1 ms
+        size = round(2 * rng.uniform(*sizes_pt)) / 2
+        dpi, margin = int(rng.choice(dpis)), int(rng.integers(2, 9))
+        result = Rendered(index, latex, font)
+        try:
+            result.image = render_mathtext(latex, font, size, dpi, margin)
+        except Exception as err:  # mathtext raises ValueError, KeyError, RuntimeError... for bad input
+            result.error = error_line(err)
+        if result.image is None and result.error is None:
+            result.error = "empty image (no ink)"
+        results.append(result)
+    return results
