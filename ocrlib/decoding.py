@@ -1,0 +1,221 @@
+"""Greedy and beam-search decoding for every recogniser, plus a bracket-balance constraint.
+
+Decoding drives a model through its step API (see ocrlib.models.base):
+    state = model.init_state(images); log_probs, state = model.step(state, prev); model.reorder_state(state, idx)
+Transformer decoders keep a key/value cache in the state (each step feeds one token; the encoder
+memory keys/values are projected once in init_state); attention decoders keep the projected
+memory keys. So a step costs one token's worth of work, never a recomputation of the prefix.
+
+Output convention: tokens (B, L) without sos, eos then pad; scores = summed token log-probs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+NEG_INF = float("-inf")
+
+
+@dataclass
+class DecodeResult:
+    tokens: torch.Tensor  # (B, L) long: ids, eos, then pad
+    scores: torch.Tensor  # (B,) float: sum of log-probs of the emitted tokens (eos included)
+    attention: torch.Tensor | None  # (B, L, h, w) attention per emitted token, or None
+
+
+def reorder(state, index: torch.Tensor):
+    """Gather rows `index` of every tensor in a (nested) state; other values pass through."""
+    if isinstance(state, torch.Tensor):
+        return state.index_select(0, index)
+    if isinstance(state, dict):
+        return {key: reorder(value, index) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(reorder(value, index) for value in state)
+    return state
+
+
+GROUP, DELIMITER, BRACKET = 1, 2, 3  # kinds of bracket-stack entries
+
+
+def _is_delimiter(rest: str) -> bool:
+    """What follows `\\left` / `\\right` in a delimiter token: `(`, `\\{`, `.`, ... but not `arrow`."""
+    return rest == "" or not rest[0].isalpha()
+
+
+def token_kinds(tok: str) -> tuple[int, int]:
+    """(kind opened, kind closed) by a token, 0 = none. `\\leftarrow` and `\\rightarrow` are ordinary."""
+    if tok == "{":
+        return GROUP, 0
+    if tok == "}":
+        return 0, GROUP
+    if tok in ("(", "["):
+        return BRACKET, 0
+    if tok in (")", "]"):
+        return 0, BRACKET
+    if tok.startswith("\\left") and _is_delimiter(tok[5:]):
+        return DELIMITER, 0
+    if tok.startswith("\\right") and _is_delimiter(tok[6:]):
+        return 0, DELIMITER
+    return 0, 0
+
+
+class BracketConstraint:
+    """Keeps `{ }`, `\\left ... \\right` and round/square brackets balanced, as a logits mask.
+
+    Three kinds, each a stack entry: group `{`/`}`; delimiter `\\left?`/`\\right?` (any pair, since
+    `\\left( ... \\right.` is valid LaTeX); bracket `(` or `[` closed by `)` or `]` (either, so
+    half-open intervals like `[0, 1)` stay possible). A closer is allowed only when it matches the
+    kind on top of the stack; eos only on an empty stack; and an opener or ordinary token only when
+    enough steps remain to close everything and emit eos within max_len, so every finished output
+    is balanced. Openers of a kind with no closer in the vocabulary are never allowed.
+    Build once per vocabulary: `BracketConstraint(vocab.tokens, vocab.eos_id)`.
+    """
+
+    def __init__(self, tokens: list[str], eos_id: int):
+        self.eos_id = eos_id
+        kinds = torch.tensor([token_kinds(tok) for tok in tokens], dtype=torch.long)  # (V, 2)
+        self.opens, self.closes = kinds[:, 0], kinds[:, 1]  # kind opened / closed by each token, 0 = none
+        closable = torch.zeros(4, dtype=torch.bool)
+        closable[self.closes[self.closes > 0]] = True
+        self.opener = (self.opens > 0) & closable[self.opens]  # (V,)
+        self.ordinary = (self.opens == 0) & (self.closes == 0)  # (V,)
+        self.ordinary[eos_id] = False
+
+    def start(self, n: int, max_len: int, device=None) -> dict:
+        """Empty stacks for n hypotheses (a state dict, reorderable with `reorder`)."""
+        for name in ("opens", "closes", "opener", "ordinary"):
+            setattr(self, name, getattr(self, name).to(device))
+        return {"stack": torch.zeros(n, max_len + 1, dtype=torch.long, device=device),
+                "depth": torch.zeros(n, dtype=torch.long, device=device)}
+
+    def allowed(self, cstate: dict, t: int, max_len: int) -> torch.Tensor:
+        """(n, V) bool: tokens allowed at step t (0-based) of at most max_len steps."""
+        depth = cstate["depth"]  # (n,)
+        top = cstate["stack"].gather(1, (depth - 1).clamp(min=0)[:, None]).squeeze(1)  # (n,)
+        top = torch.where(depth > 0, top, torch.zeros_like(top))
+        room = max_len - t - 1  # steps left after this one
+        allowed = (self.ordinary[None] & (depth + 1 <= room)[:, None]) \
+            | (self.opener[None] & (depth + 2 <= room)[:, None]) \
+            | ((self.closes[None] == top[:, None]) & (depth > 0)[:, None])  # (n, V)
+        allowed[:, self.eos_id] = depth == 0
+        return allowed
+
+    def advance(self, cstate: dict, tokens: torch.Tensor) -> dict:
+        """Push/pop for the emitted tokens (n,)."""
+        depth, stack = cstate["depth"], cstate["stack"].clone()
+        opened = self.opens[tokens]  # (n,)
+        push = opened > 0
+        rows = torch.nonzero(push).squeeze(1)
+        stack[rows, depth[rows]] = opened[rows]
+        pop = self.closes[tokens] > 0
+        return {"stack": stack, "depth": depth + push.long() - (pop & (depth > 0)).long()}
+
+
+def _never_emitted(log_probs: torch.Tensor, model) -> torch.Tensor:
+    """pad and sos are never outputs (pad only fills after eos)."""
+    log_probs = log_probs.clone()
+    log_probs[:, [model.pad_id, model.sos_id]] = NEG_INF
+    return log_probs
+
+
+def _attention_maps(steps: list[torch.Tensor], hw) -> torch.Tensor | None:
+    if not steps or steps[0] is None or hw is None:
+        return None
+    maps = torch.stack(steps, dim=1)  # (B, L, S)
+    return maps.view(maps.size(0), maps.size(1), *hw)  # (B, L, h, w)
+
+
+@torch.no_grad()
+def greedy(model, images: torch.Tensor, max_len: int, constraint: BracketConstraint | None = None) -> DecodeResult:
+    """Argmax decoding of at most max_len tokens (eos included), batched; stops when all ended."""
+    B, device = images.size(0), images.device
+    state = model.init_state(images)
+    prev = torch.full((B,), model.sos_id, dtype=torch.long, device=device)
+    tokens = torch.full((B, max_len), model.pad_id, dtype=torch.long, device=device)
+    scores = torch.zeros(B, device=device)
+    finished = torch.zeros(B, dtype=torch.bool, device=device)
+    cstate = constraint.start(B, max_len, device) if constraint else None
+    attention = []
+    for t in range(max_len):
+        log_probs, state = model.step(state, prev)  # (B, V)
+        log_probs = _never_emitted(log_probs, model)
+        if constraint:
+            log_probs = log_probs.masked_fill(~constraint.allowed(cstate, t, max_len), NEG_INF)
+        tok = log_probs.argmax(-1)  # (B,)
+        gained = log_probs.gather(1, tok[:, None]).squeeze(1)
+        scores += torch.where(finished, torch.zeros_like(gained), gained)
+        tok = torch.where(finished, torch.full_like(tok, model.pad_id), tok)
+        tokens[:, t] = tok
+        attention.append(state.get("attn"))
+        finished |= tok == model.eos_id
+        if constraint:
+            cstate = constraint.advance(cstate, tok)
+        prev = tok
+        if finished.all():
+            break
+    L = t + 1
+    maps = _attention_maps(attention, state.get("hw"))
+    if maps is not None:
+        maps = maps * (tokens[:, :L] != model.pad_id)[:, :, None, None]  # no map after eos
+    return DecodeResult(tokens[:, :L], scores, maps)
+
+
+@torch.no_grad()
+def beam_search(model, images: torch.Tensor, max_len: int, beam: int,
+                constraint: BracketConstraint | None = None, length_penalty: float = 1.0) -> DecodeResult:
+    """Batched beam search: B images x `beam` hypotheses in one (B*beam) batch per step.
+
+    Hypotheses are ranked by sum(log p) / length ** length_penalty (Wu et al. 2016 use a similar
+    normalisation; 0 = raw sums). A finished hypothesis stays in its beam slot, extended by pad at
+    no cost, until every hypothesis of every image has finished or max_len steps have run.
+    """
+    B, K, device = images.size(0), beam, images.device
+    N = B * K
+    state = model.reorder_state(model.init_state(images), torch.arange(B, device=device).repeat_interleave(K))
+    scores = torch.full((B, K), NEG_INF, device=device)
+    scores[:, 0] = 0.0  # one live hypothesis per image at the start, so no duplicate beams
+    lengths = torch.zeros(B, K, device=device)
+    finished = torch.zeros(B, K, dtype=torch.bool, device=device)
+    tokens = torch.empty(N, 0, dtype=torch.long, device=device)
+    attention = None  # (N, t, S) history, reordered with the beams
+    prev = torch.full((N,), model.sos_id, dtype=torch.long, device=device)
+    cstate = constraint.start(N, max_len, device) if constraint else None
+    offsets = (torch.arange(B, device=device) * K)[:, None]  # (B, 1)
+    for t in range(max_len):
+        log_probs, state = model.step(state, prev)  # (N, V)
+        log_probs = _never_emitted(log_probs, model)
+        V = log_probs.size(1)
+        if constraint:
+            log_probs = log_probs.masked_fill(~constraint.allowed(cstate, t, max_len), NEG_INF)
+        done = finished.view(N, 1)
+        pad_only = torch.full_like(log_probs, NEG_INF)
+        pad_only[:, model.pad_id] = 0.0
+        log_probs = torch.where(done, pad_only, log_probs)
+        total = scores.view(N, 1) + log_probs  # (N, V)
+        new_len = lengths.view(N, 1) + (~done).float()  # (N, 1)
+        rank = total / new_len.clamp(min=1.0) ** length_penalty  # (N, V)
+        _, idx = rank.view(B, K * V).topk(K, dim=1)  # (B, K)
+        src_beam, tok = idx // V, idx % V  # (B, K)
+        src = (offsets + src_beam).view(N)  # rows of the (N, ...) state to keep
+        scores = total.view(B, K * V).gather(1, idx)
+        lengths = new_len.view(B, K).gather(1, src_beam)
+        finished = finished.gather(1, src_beam) | (tok == model.eos_id)
+        tok = tok.view(N)
+        tokens = torch.cat([tokens.index_select(0, src), tok[:, None]], dim=1)  # (N, t+1)
+        state = model.reorder_state(state, src)
+        if state.get("attn") is not None:
+            step_attn = state["attn"][:, None]  # (N, 1, S), already reordered with the state
+            attention = step_attn if attention is None else torch.cat([attention.index_select(0, src), step_attn], 1)
+        if constraint:
+            cstate = constraint.advance(reorder(cstate, src), tok)
+        prev = tok
+        if finished.all():
+            break
+    final = scores / lengths.clamp(min=1.0) ** length_penalty  # (B, K)
+    best = offsets.squeeze(1) + final.argmax(1)  # (B,) rows of the best hypotheses
+    maps = None
+    if attention is not None and state.get("hw") is not None:
+        maps = attention.index_select(0, best).view(B, attention.size(1), *state["hw"])  # (B, L, h, w)
+        maps = maps * (tokens.index_select(0, best) != model.pad_id)[:, :, None, None]
+    return DecodeResult(tokens.index_select(0, best), scores.view(N).index_select(0, best), maps)

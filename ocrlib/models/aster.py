@@ -1,0 +1,84 @@
+"""ASTER: Shi et al. (2018), "ASTER: An Attentional Scene Text Recognizer with Flexible Rectification" (TPAMI).
+
+TPS rectification (ocrlib.models.tps) -> ResNet -> two-layer BiLSTM over the feature columns
+-> attention GRU decoder (the shared `AttentionRNNDecoder`), decoded autoregressively through the
+shared step API (greedy / beam search of ocrlib.decoding).
+
+Defaults are a smaller model for CPU budgets (configs/aster.yaml, profile `paper`: the paper's
+45-layer ResNet and widths). Differences from the paper: the rectified image is larger than its
+32x100 (formulas are taller than words), and each column keeps `feature_height` rows, flattened
+into the BiLSTM input, instead of the single row of a 32-pixel text line. The paper's second,
+right-to-left decoder is left out.
+Option `deformable`: the second 3x3 conv of every residual block in the last `deformable_stages`
+stages becomes a deformable conv (ocrlib.models.deform_conv; v2 with `modulated`) — the competition
+team's variant.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ocrlib.models.base import Recognizer
+from ocrlib.models.deform_conv import DeformConv2d
+from ocrlib.models.layers import AttentionRNNDecoder, ResNetBackbone
+from ocrlib.models.tps import TPSRectifier
+
+
+@dataclass
+class ASTERConfig:
+    in_channels: int = 1  # grayscale input
+    rectify: bool = True  # TPS rectification stage (paper: on)
+    rectified_size: tuple = (64, 256)  # TPS output (h, w) fed to the ResNet (paper: 32 x 100)
+    num_fiducial: int = 20  # TPS control points, half on the top edge, half on the bottom (paper: 20)
+    loc_size: tuple = (32, 64)  # localisation-net input size (paper: 32 x 64)
+    channels: tuple = (32, 64, 128, 256, 256)  # ResNet stage widths (paper, Table 1: ... 256, 512)
+    blocks: tuple = (1, 2, 2, 2, 1)  # residual blocks per stage (paper: 3, 4, 6, 6, 3 = 45 layers)
+    strides: tuple = ((2, 2), (2, 2), (2, 1), (2, 1), (2, 1))  # per stage (h, w) (paper)
+    stem_channels: int = 32  # 3x3 stem conv (paper: 32)
+    feature_height: int = 2  # rows per column after adaptive pooling, flattened (paper: 1)
+    lstm_hidden: int = 128  # BiLSTM width per direction (paper: 256)
+    lstm_layers: int = 2  # BiLSTM layers (paper: 2)
+    cell: str = "gru"  # decoder cell (paper: GRU)
+    dec_hidden: int = 256  # decoder state width (paper: 512)
+    embed_dim: int = 128  # token embedding width
+    attn_dim: int = 256  # additive-attention width (paper: 512)
+    dropout: float = 0.1  # before the output layer
+    deformable: bool = False  # deformable convs in the last stages (competition variant, not in the paper)
+    deformable_stages: int = 2  # how many final stages get them
+    modulated: bool = False  # deformable conv v2 (modulation masks) instead of v1
+
+
+class ASTER(Recognizer):
+    Config = ASTERConfig
+
+    def __init__(self, vocab_size: int, max_len: int, pad_id: int = 0, sos_id: int = 1, eos_id: int = 2, **config):
+        super().__init__(vocab_size, max_len, pad_id, sos_id, eos_id, **config)
+        c = self.config
+        self.rectifier = (TPSRectifier(c.in_channels, tuple(c.rectified_size), c.num_fiducial, tuple(c.loc_size))
+                          if c.rectify else None)
+        self.backbone = ResNetBackbone(c.in_channels, c.channels, c.blocks, c.strides, c.stem_channels)
+        if c.deformable:
+            self._make_deformable(c.deformable_stages, c.modulated)
+        self.pool = nn.AdaptiveAvgPool2d((c.feature_height, None))
+        self.encoder = nn.LSTM(self.backbone.out_channels * c.feature_height, c.lstm_hidden, c.lstm_layers,
+                               batch_first=True, bidirectional=True)
+        self.decoder = AttentionRNNDecoder(vocab_size, 2 * c.lstm_hidden, c.dec_hidden, c.embed_dim, c.attn_dim,
+                                           c.cell, c.dropout, pad_id, sos_id)
+
+    def _make_deformable(self, n_stages: int, modulated: bool) -> None:
+        """Swap the second 3x3 conv of each block of the last n stages for a DeformConv2d."""
+        blocks = list(self.backbone.body)[1:]  # [stem, block, block, ...] -> blocks
+        first = sum(self.config.blocks[:len(self.config.blocks) - n_stages])
+        for block in blocks[first:]:
+            conv = block.conv2[0]
+            block.conv2[0] = DeformConv2d(conv.in_channels, conv.out_channels, 3, 1, 1, bias=False, modulated=modulated)
+
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        if self.rectifier is not None:
+            images = self.rectifier(images)  # (B, C, h_r, w_r)
+        features = self.pool(self.backbone(images))  # (B, C, feature_height, w)
+        columns = features.permute(0, 3, 1, 2).flatten(2)  # (B, w, C * feature_height)
+        memory, _ = self.encoder(columns)  # (B, w, 2 * lstm_hidden)
+        return memory, (1, memory.size(1))

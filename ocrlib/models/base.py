@@ -1,0 +1,107 @@
+"""The one interface every recogniser implements (like parseq's BaseSystem).
+
+Constructor convention (all five models, so the registry can build any of them):
+
+    Model(vocab_size, max_len, pad_id=0, sos_id=1, eos_id=2, **config)
+
+where `config` holds fields of the model's config dataclass (`Model.Config`, e.g. `SATRNConfig`,
+each default with a comment, like nanoGPT's GPTConfig); an unknown field raises ValueError listing
+the valid ones. `max_len` is the longest target the model must handle (targets incl. eos).
+
+Training:  forward(images (B,C,H,W), targets (B,T) [ids.., eos, pad..] no sos, tf_ratio) -> logits (B,T,V)
+           loss(logits, targets, label_smoothing) -> cross-entropy ignoring pad
+Inference: decode(images, max_len=None, beam=1, constraints=None) -> DecodeResult (see ocrlib.decoding)
+
+Step API that `ocrlib.decoding` drives (greedy and beam search live once, for all models):
+
+    state = model.init_state(images)          # encodes once; dict whose tensors are batch-first
+    log_probs, state = model.step(state, prev_tokens (N,))   # (N, V); state["attn"] (N, h*w) optional
+    state = model.reorder_state(state, index) # beams: gather rows (generic index_select over the dict)
+
+A subclass normally defines `encode(images) -> (memory (B,S,C), (h, w))` and sets `self.decoder`
+to a layers.TransformerDecoder or layers.AttentionRNNDecoder; the default forward / init_state /
+step then work unchanged. Shared layers (ocrlib.models.layers):
+    ShallowCNN(in_ch, out_ch); ResNetBackbone(in_channels, channels, blocks, strides); BasicBlock
+    Adaptive2DPositionalEncoding(d_model, adaptive=True)(x (B,C,H,W)); PositionalEncoding1D
+    TransformerEncoderLayer(d_model, n_heads, d_ff, dropout, head_dim, locality)(x (B,S,D), hw)
+    TransformerDecoder(vocab, d_model, n_layers, n_heads, d_ff, dropout, head_dim, max_len, pad_id, sos_id)
+    AttentionRNNDecoder(vocab, memory_dim, hidden, embed_dim, attn_dim, cell, dropout, pad_id, sos_id)
+    AdditiveAttention(query_dim, memory_dim, attn_dim); MultiHeadAttention(d_model, n_heads, head_dim)
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ocrlib.decoding import DecodeResult, beam_search, greedy, reorder
+
+__all__ = ["Recognizer", "DecodeResult", "build_config"]
+
+
+def build_config(config_cls: type, values: dict[str, Any]):
+    """Instantiate a config dataclass, failing with the list of valid fields on an unknown one."""
+    names = [f.name for f in dataclasses.fields(config_cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ValueError(f"{config_cls.__name__}: unknown field(s) {', '.join(unknown)}; valid: {', '.join(names)}")
+    return config_cls(**values)
+
+
+class Recognizer(nn.Module):
+    """Base class: image -> token ids. Subclasses set `Config` and implement `encode`."""
+
+    Config: ClassVar[type]
+
+    def __init__(self, vocab_size: int, max_len: int, pad_id: int = 0, sos_id: int = 1, eos_id: int = 2, **config):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.max_len = max_len
+        self.pad_id, self.sos_id, self.eos_id = pad_id, sos_id, eos_id
+        self.config = build_config(self.Config, config)
+        self.decoder: nn.Module  # set by the subclass
+
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """images (B,C,H,W) -> memory (B,S,C') with S = h*w, and the feature grid (h, w)."""
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor, targets: torch.Tensor, tf_ratio: float = 1.0) -> torch.Tensor:
+        memory, _ = self.encode(images)
+        return self.decoder(memory, targets, tf_ratio)  # (B, T, V)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=self.pad_id,
+                               label_smoothing=label_smoothing)
+
+    # ---- step API for ocrlib.decoding
+    def init_state(self, images: torch.Tensor) -> dict:
+        memory, hw = self.encode(images)
+        return dict(self.decoder.init_state(memory), hw=hw)
+
+    def step(self, state: dict, prev_tokens: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        logits, new = self.decoder.step(state, prev_tokens)
+        return logits.log_softmax(-1), dict(new, hw=state["hw"])  # (N, V)
+
+    def reorder_state(self, state: dict, index: torch.Tensor) -> dict:
+        return reorder(state, index)
+
+    @torch.no_grad()
+    def decode(self, images: torch.Tensor, max_len: int | None = None, beam: int = 1, constraints=None,
+               length_penalty: float = 1.0) -> DecodeResult:
+        """Greedy (beam=1) or beam search; runs in eval mode and restores the previous mode.
+        constraints: None or an ocrlib.decoding.BracketConstraint."""
+        was_training = self.training
+        self.eval()
+        try:
+            max_len = max_len or self.max_len
+            if beam == 1:
+                return greedy(self, images, max_len, constraints)
+            return beam_search(self, images, max_len, beam, constraints, length_penalty)
+        finally:
+            self.train(was_training)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,444 @@
+"""Building blocks shared by the recognisers.
+
+- positional encodings: `sinusoid_table`, `PositionalEncoding1D`, `Adaptive2DPositionalEncoding`
+  (SATRN's A2DPE; `adaptive=False` gives the plain 2D sinusoidal encoding)
+- CNN parts: `ShallowCNN` (SATRN stem, 1/4 resolution), `BasicBlock` + `ResNetBackbone` (ASTER-style)
+- transformer parts: `MultiHeadAttention` (head_dim * n_heads may differ from d_model),
+  `FeedForward`, `LocalityAwareFeedForward`, `TransformerEncoderLayer`, `TransformerDecoderLayer`
+  (self-attention key/value cache), `TransformerDecoder` (embedding + layers + head, step API)
+- recurrent parts: `AdditiveAttention` (Bahdanau, keys projected once per image),
+  `AttentionRNNDecoder` (LSTM or GRU, Show-Attend-Tell / ASTER style, step API)
+
+Both decoders follow one protocol, which `base.Recognizer` and `ocrlib.decoding` drive:
+    decoder(memory (B,S,C), targets (B,T), tf_ratio) -> logits (B,T,V)      # training
+    decoder.init_state(memory) -> dict            # every tensor in it is batch-first
+    decoder.step(state, prev_tokens (N,)) -> logits (N,V), new state with "attn" (N,S)
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# --------------------------------------------------------------------------- positional encodings
+
+
+def sinusoid_table(n_positions: int, dim: int, device=None) -> torch.Tensor:
+    """Vaswani et al. (2017) sinusoids, (n_positions, dim); odd dims are fine."""
+    pos = torch.arange(n_positions, dtype=torch.float32, device=device)[:, None]  # (P, 1)
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32, device=device) * (-math.log(10000.0) / dim))
+    table = torch.zeros(n_positions, dim, device=device)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return table  # (P, D)
+
+
+class PositionalEncoding1D(nn.Module):
+    """Adds sinusoids to a token sequence; `offset` is the position of x[:, 0] (cached decoding)."""
+
+    def __init__(self, d_model: int, max_len: int = 512):
+        super().__init__()
+        self.register_buffer("table", sinusoid_table(max_len, d_model), persistent=False)
+
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        T = x.size(1)
+        if offset + T > self.table.size(0):
+            raise ValueError(f"sequence of {offset + T} positions exceeds the encoding table ({self.table.size(0)})")
+        return x + self.table[offset:offset + T]  # (B, T, D)
+
+
+class Adaptive2DPositionalEncoding(nn.Module):
+    """SATRN's A2DPE (Lee et al. 2020, eq. 3): p_hw = alpha(E) * p_h + beta(E) * p_w.
+
+    alpha and beta are per-channel scales computed from the globally pooled feature map, so the
+    model can weigh vertical against horizontal position per image (tall fractions vs long lines).
+    With adaptive=False both scales are 1: the plain 2D sinusoidal encoding. Any H, W works.
+    """
+
+    def __init__(self, d_model: int, adaptive: bool = True, dropout: float = 0.0):
+        super().__init__()
+        self.adaptive = adaptive
+        if adaptive:
+            self.alpha, self.beta = (
+                nn.Sequential(nn.Linear(d_model, d_model), nn.ReLU(), nn.Linear(d_model, d_model), nn.Sigmoid())
+                for _ in range(2)
+            )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        p_h = sinusoid_table(H, C, x.device).t()[None, :, :, None]  # (1, C, H, 1)
+        p_w = sinusoid_table(W, C, x.device).t()[None, :, None, :]  # (1, C, 1, W)
+        if self.adaptive:
+            pooled = x.mean(dim=(2, 3))  # (B, C)
+            p_h = self.alpha(pooled)[:, :, None, None] * p_h  # (B, C, H, 1)
+            p_w = self.beta(pooled)[:, :, None, None] * p_w  # (B, C, 1, W)
+        return self.dropout(x + p_h + p_w)  # (B, C, H, W)
+
+
+# --------------------------------------------------------------------------- CNN parts
+
+
+def conv_bn_relu(in_ch: int, out_ch: int, kernel: int = 3, stride=1, groups: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, kernel, stride, padding=kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ShallowCNN(nn.Module):
+    """SATRN's stem: two (3x3 conv, BN, ReLU, 2x2 max-pool) blocks -> 1/4 resolution."""
+
+    def __init__(self, in_channels: int, out_channels: int, mid_channels: int | None = None):
+        super().__init__()
+        mid = mid_channels or out_channels // 2
+        self.body = nn.Sequential(
+            conv_bn_relu(in_channels, mid), nn.MaxPool2d(2),
+            conv_bn_relu(mid, out_channels), nn.MaxPool2d(2),
+        )
+        self.out_channels = out_channels
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.body(images)  # (B, C, H/4, W/4)
+
+
+class BasicBlock(nn.Module):
+    """He et al. (2016) basic residual block; stride may be a (h, w) pair, e.g. (2, 1) as in ASTER."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride=1):
+        super().__init__()
+        self.conv1 = conv_bn_relu(in_ch, out_ch, 3, stride)
+        self.conv2 = nn.Sequential(nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False), nn.BatchNorm2d(out_ch))
+        needs_projection = in_ch != out_ch or stride not in (1, (1, 1))
+        self.shortcut = (
+            nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch))
+            if needs_projection else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv2(self.conv1(x)) + self.shortcut(x))
+
+
+class ResNetBackbone(nn.Module):
+    """3x3 stem conv then one stage of BasicBlocks per entry of `channels`; the first block of a stage
+    applies that stage's stride. Defaults are ASTER's 45-layer ResNet (Shi et al. 2018, Table 1)."""
+
+    def __init__(self, in_channels: int = 1, channels=(32, 64, 128, 256, 512), blocks=(3, 4, 6, 6, 3),
+                 strides=((2, 2), (2, 2), (2, 1), (2, 1), (2, 1)), stem_channels: int = 32):
+        super().__init__()
+        if not len(channels) == len(blocks) == len(strides):
+            raise ValueError("channels, blocks and strides need one entry per stage")
+        layers = [conv_bn_relu(in_channels, stem_channels)]
+        prev = stem_channels
+        for out_ch, n_blocks, stride in zip(channels, blocks, strides):
+            stride = tuple(stride) if isinstance(stride, (list, tuple)) else stride
+            for i in range(n_blocks):
+                layers.append(BasicBlock(prev, out_ch, stride if i == 0 else 1))
+                prev = out_ch
+        self.body = nn.Sequential(*layers)
+        self.out_channels = prev
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.body(images)  # (B, C_out, H / prod(stride_h), W / prod(stride_w))
+
+
+# --------------------------------------------------------------------------- transformer parts
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head scaled dot-product attention whose inner size n_heads * head_dim may differ from
+    d_model (the competition SATRN: d_model 300, 8 heads of 37 = 296, projected back to 300).
+
+    Split into `project_kv` and `attend` so callers can project keys/values once and reuse them
+    (encoder memory in cross-attention; the self-attention cache while decoding).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, head_dim: int | None = None, dropout: float = 0.0):
+        super().__init__()
+        self.n_heads = n_heads
+        self.head_dim = head_dim or d_model // n_heads
+        inner = n_heads * self.head_dim
+        self.q_proj = nn.Linear(d_model, inner)
+        self.k_proj = nn.Linear(d_model, inner)
+        self.v_proj = nn.Linear(d_model, inner)
+        self.out_proj = nn.Linear(inner, d_model)
+        self.dropout = dropout
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        return x.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, h, T, dh)
+
+    def project_kv(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._split(self.k_proj(source)), self._split(self.v_proj(source))  # 2 x (B, h, S, dh)
+
+    def attend(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+               need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B,T,D) queries; k, v (B,h,S,dh); mask bool, True = may attend, broadcastable to (B,h,T,S).
+        Returns (B,T,D) and, if asked, the head-averaged weights (B,T,S)."""
+        q = self._split(self.q_proj(x))  # (B, h, T, dh)
+        p = self.dropout if self.training else 0.0
+        weights = None
+        if need_weights:  # explicit softmax only when the caller wants the map (decoding)
+            scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, h, T, S)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            attn = scores.softmax(-1)
+            out = F.dropout(attn, p, self.training) @ v  # (B, h, T, dh)
+            weights = attn.mean(1)  # (B, T, S)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, h, T, dh)
+        B, _, T, _ = out.shape
+        out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, h*dh)
+        return self.out_proj(out), weights
+
+    def forward(self, x: torch.Tensor, source: torch.Tensor | None = None, mask: torch.Tensor | None = None):
+        k, v = self.project_kv(x if source is None else source)
+        return self.attend(x, k, v, mask)[0]
+
+
+class FeedForward(nn.Module):
+    """Position-wise feed-forward (Linear, ReLU, Linear); `hw` accepted for a shared signature."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d_model, d_ff), nn.ReLU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model))
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int] | None = None) -> torch.Tensor:
+        return self.net(x)  # (B, S, D)
+
+
+class LocalityAwareFeedForward(nn.Module):
+    """SATRN's locality-aware feed-forward (Lee et al. 2020, Fig. 4c): 1x1 conv, 3x3 depthwise conv,
+    1x1 conv on the feature map, so neighbouring cells (one glyph) mix inside every encoder layer."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0):
+        super().__init__()
+        self.net = nn.Sequential(
+            conv_bn_relu(d_model, d_ff, 1),
+            conv_bn_relu(d_ff, d_ff, 3, groups=d_ff),
+            nn.Dropout(dropout),
+            nn.Conv2d(d_ff, d_model, 1),
+        )
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int] | None = None) -> torch.Tensor:
+        B, S, D = x.shape
+        H, W = hw
+        grid = x.transpose(1, 2).reshape(B, D, H, W)  # (B, D, H, W)
+        return self.net(grid).flatten(2).transpose(1, 2)  # (B, S, D)
+
+
+class TransformerEncoderLayer(nn.Module):
+    """Pre-norm encoder layer (pre-norm trains without warm-up tricks at small batch sizes)."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.1, head_dim: int | None = None,
+                 locality: bool = False):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model)
+        self.attn = MultiHeadAttention(d_model, n_heads, head_dim, dropout)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.ff = (LocalityAwareFeedForward if locality else FeedForward)(d_model, d_ff, dropout)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int] | None = None) -> torch.Tensor:
+        x = x + self.dropout(self.attn(self.norm1(x)))
+        return x + self.dropout(self.ff(self.norm2(x), hw))  # (B, S, D)
+
+
+KV = tuple[torch.Tensor, torch.Tensor]  # keys, values, each (B, h, S, dh)
+
+
+def causal_mask(T: int, past: int, device=None) -> torch.Tensor | None:
+    """(T, past + T) bool, True where query i (at position past + i) may attend; None if all may."""
+    if T == 1:
+        return None
+    rows = torch.arange(T, device=device)[:, None] + past
+    return torch.arange(past + T, device=device)[None, :] <= rows
+
+
+class TransformerDecoderLayer(nn.Module):
+    """Pre-norm decoder layer: causal self-attention with a key/value cache, cross-attention on
+    pre-projected encoder memory, feed-forward."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.1, head_dim: int | None = None):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model)
+        self.self_attn = MultiHeadAttention(d_model, n_heads, head_dim, dropout)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.cross_attn = MultiHeadAttention(d_model, n_heads, head_dim, dropout)
+        self.norm3 = nn.LayerNorm(d_model)
+        self.ff = FeedForward(d_model, d_ff, dropout)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, memory_kv: KV, cache: KV | None = None, need_weights: bool = False):
+        """x (B,T,D): the new positions; cache: self-attention keys/values of earlier positions.
+        Returns (x (B,T,D), cache including the new positions, cross-attention weights (B,T,S) | None)."""
+        h = self.norm1(x)
+        k, v = self.self_attn.project_kv(h)  # (B, h, T, dh) each
+        past = 0
+        if cache is not None:
+            past = cache[0].size(2)
+            k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)  # (B, h, past+T, dh)
+        x = x + self.dropout(self.self_attn.attend(h, k, v, causal_mask(x.size(1), past, x.device))[0])
+        ctx, weights = self.cross_attn.attend(self.norm2(x), *memory_kv, need_weights=need_weights)
+        x = x + self.dropout(ctx)
+        x = x + self.dropout(self.ff(self.norm3(x)))
+        return x, (k, v), weights
+
+
+class TransformerDecoder(nn.Module):
+    """Token embedding + sinusoids, a stack of `TransformerDecoderLayer`, final norm, vocabulary head.
+
+    Training: `forward(memory, targets, tf_ratio)`. tf_ratio < 1 uses two-pass parallel scheduled
+    sampling (Duckworth et al. 2019; Mihaylova & Martins 2019): a teacher-forced pass without
+    gradients predicts every position at once, each decoder input is then the gold token with
+    probability tf_ratio and the prediction otherwise, and a second pass on that mix gives the logits.
+    Decoding: `init_state(memory)` projects the memory keys/values of every layer once;
+    `step(state, prev)` feeds one token and extends each layer's self-attention cache.
+    """
+
+    def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, d_ff: int,
+                 dropout: float = 0.1, head_dim: int | None = None, max_len: int = 512,
+                 pad_id: int = 0, sos_id: int = 1, sample: bool = False):
+        super().__init__()
+        self.sos_id = sos_id
+        self.sample = sample  # scheduled sampling: sample predictions instead of argmax
+        self.embed = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
+        self.scale = math.sqrt(d_model)
+        self.pos = PositionalEncoding1D(d_model, max_len + 1)  # + 1: the sos position
+        self.dropout = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(
+            TransformerDecoderLayer(d_model, n_heads, d_ff, dropout, head_dim) for _ in range(n_layers)
+        )
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab_size)
+
+    def memory_kv(self, memory: torch.Tensor) -> list[KV]:
+        """Cross-attention keys/values of every layer, made contiguous once so that decoding steps
+        do not copy them again."""
+        return [tuple(t.contiguous() for t in layer.cross_attn.project_kv(memory)) for layer in self.layers]
+
+    def shift_right(self, targets: torch.Tensor) -> torch.Tensor:
+        sos = targets.new_full((targets.size(0), 1), self.sos_id)
+        return torch.cat([sos, targets[:, :-1]], dim=1)  # (B, T): sos, y_0 .. y_{T-2}
+
+    def run(self, tokens: torch.Tensor, memory_kv: list[KV], caches: list[KV] | None = None,
+            need_weights: bool = False):
+        """tokens (B,T) at positions past..past+T-1 -> logits (B,T,V), new caches, last layer's
+        cross-attention (B,T,S) | None."""
+        past = 0 if caches is None else caches[0][0].size(2)
+        x = self.dropout(self.pos(self.embed(tokens) * self.scale, offset=past))  # (B, T, D)
+        new_caches, weights = [], None
+        for i, layer in enumerate(self.layers):
+            last = i == len(self.layers) - 1  # only the last layer's map is returned
+            x, cache, weights = layer(x, memory_kv[i], None if caches is None else caches[i], need_weights and last)
+            new_caches.append(cache)
+        return self.head(self.norm(x)), new_caches, weights
+
+    def teacher_forced(self, memory_kv: list[KV], targets: torch.Tensor) -> torch.Tensor:
+        return self.run(self.shift_right(targets), memory_kv)[0]  # (B, T, V)
+
+    def two_pass(self, memory_kv: list[KV], targets: torch.Tensor, tf_ratio: float) -> torch.Tensor:
+        with torch.no_grad():
+            first = self.teacher_forced(memory_kv, targets)  # (B, T, V)
+            if self.sample:
+                pred = torch.multinomial(first.softmax(-1).flatten(0, 1), 1).view_as(targets)
+            else:
+                pred = first.argmax(-1)  # (B, T)
+            keep_gold = torch.rand(targets.shape, device=targets.device) < tf_ratio
+            mixed = torch.where(keep_gold, targets, pred)  # (B, T)
+        return self.teacher_forced(memory_kv, mixed)
+
+    def forward(self, memory: torch.Tensor, targets: torch.Tensor, tf_ratio: float = 1.0) -> torch.Tensor:
+        memory_kv = self.memory_kv(memory)
+        if tf_ratio < 1.0:
+            return self.two_pass(memory_kv, targets, tf_ratio)
+        return self.teacher_forced(memory_kv, targets)  # (B, T, V)
+
+    def init_state(self, memory: torch.Tensor) -> dict:
+        return {"memory_kv": self.memory_kv(memory), "caches": None}
+
+    def step(self, state: dict, prev: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        logits, caches, weights = self.run(prev[:, None], state["memory_kv"], state["caches"], need_weights=True)
+        return logits[:, 0], {"memory_kv": state["memory_kv"], "caches": caches, "attn": weights[:, 0]}
+
+
+# --------------------------------------------------------------------------- recurrent parts
+
+
+class AdditiveAttention(nn.Module):
+    """Bahdanau et al. (2015) attention: score = w . tanh(W_k m + W_q q). The key projection W_k m
+    depends only on the image, so `project_memory` runs once per image, not once per step."""
+
+    def __init__(self, query_dim: int, memory_dim: int, attn_dim: int):
+        super().__init__()
+        self.key = nn.Linear(memory_dim, attn_dim, bias=False)
+        self.query = nn.Linear(query_dim, attn_dim)
+        self.score = nn.Linear(attn_dim, 1, bias=False)
+
+    def project_memory(self, memory: torch.Tensor) -> torch.Tensor:
+        return self.key(memory)  # (B, S, A)
+
+    def forward(self, query: torch.Tensor, memory: torch.Tensor, keys: torch.Tensor):
+        """query (B,Q), memory (B,S,C), keys = project_memory(memory) -> context (B,C), weights (B,S)."""
+        scores = self.score(torch.tanh(keys + self.query(query)[:, None])).squeeze(-1)  # (B, S)
+        weights = scores.softmax(-1)
+        return torch.bmm(weights[:, None], memory).squeeze(1), weights
+
+
+class AttentionRNNDecoder(nn.Module):
+    """Attention decoder of Show, Attend and Tell (Xu et al. 2015) and ASTER (Shi et al. 2018).
+
+    Per step: attend with the previous hidden state, feed [embedding(prev token); context] to an
+    LSTM or GRU cell, predict from [hidden; context]. The initial state comes from the mean memory
+    (Xu et al. 2015, sec. 3.1.2). Training loops over steps (recurrence is inherent); with
+    tf_ratio < 1 each step's input is the gold token with probability tf_ratio, else the argmax.
+    """
+
+    def __init__(self, vocab_size: int, memory_dim: int, hidden: int = 256, embed_dim: int = 128,
+                 attn_dim: int = 256, cell: str = "lstm", dropout: float = 0.0, pad_id: int = 0, sos_id: int = 1):
+        super().__init__()
+        if cell not in ("lstm", "gru"):
+            raise ValueError(f"cell must be 'lstm' or 'gru', not {cell!r}")
+        self.cell_type = cell
+        self.sos_id = sos_id
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
+        self.attention = AdditiveAttention(hidden, memory_dim, attn_dim)
+        self.cell = (nn.LSTMCell if cell == "lstm" else nn.GRUCell)(embed_dim + memory_dim, hidden)
+        self.init_h = nn.Linear(memory_dim, hidden)
+        self.init_c = nn.Linear(memory_dim, hidden) if cell == "lstm" else None
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden + memory_dim, vocab_size)
+
+    def init_state(self, memory: torch.Tensor) -> dict:
+        mean = memory.mean(1)  # (B, C)
+        state = {"memory": memory, "keys": self.attention.project_memory(memory), "h": torch.tanh(self.init_h(mean))}
+        if self.init_c is not None:
+            state["c"] = torch.tanh(self.init_c(mean))
+        return state
+
+    def step(self, state: dict, prev: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        context, weights = self.attention(state["h"], state["memory"], state["keys"])  # (N, C), (N, S)
+        x = torch.cat([self.embed(prev), context], dim=-1)  # (N, E + C)
+        new = dict(state, attn=weights)
+        if self.init_c is not None:
+            new["h"], new["c"] = self.cell(x, (state["h"], state["c"]))
+        else:
+            new["h"] = self.cell(x, state["h"])
+        logits = self.head(self.dropout(torch.cat([new["h"], context], dim=-1)))  # (N, V)
+        return logits, new
+
+    def forward(self, memory: torch.Tensor, targets: torch.Tensor, tf_ratio: float = 1.0) -> torch.Tensor:
+        state = self.init_state(memory)
+        prev = targets.new_full((targets.size(0),), self.sos_id)
+        outputs = []
+        for t in range(targets.size(1)):
+            logits, state = self.step(state, prev)
+            outputs.append(logits)
+            prev = targets[:, t]
+            if tf_ratio < 1.0:
+                keep_gold = torch.rand(prev.shape, device=prev.device) < tf_ratio
+                prev = torch.where(keep_gold, prev, logits.detach().argmax(-1))
+        return torch.stack(outputs, dim=1)  # (B, T, V)

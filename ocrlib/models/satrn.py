@@ -1,0 +1,66 @@
+"""SATRN: Lee et al. (2020), "On Recognizing Texts of Arbitrary Shapes with 2D Self-Attention".
+
+Shallow CNN stem (1/4 resolution) -> adaptive 2D positional encoding (A2DPE) -> transformer
+encoder whose feed-forward is locality-aware (1x1 conv, 3x3 depthwise conv, 1x1 conv) -> transformer
+decoder over the flattened 2D memory. Layers are pre-norm (the paper uses post-norm; pre-norm
+trains stably at the small batch sizes of a CPU budget).
+
+Competition setting (configs/satrn.yaml, profile `competition`): hidden 300, filter 600, 6 encoder /
+3 decoder layers, 8 heads at 128x128 input. 300 is not divisible by 8, so, as in the competition's
+baseline code, each head has 300 // 8 = 37 dims: queries/keys/values are projected to 8 * 37 = 296
+and the attention output back to 300 (`head_dim` field; None means hidden // heads).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ocrlib.models.base import Recognizer
+from ocrlib.models.layers import (
+    Adaptive2DPositionalEncoding,
+    ShallowCNN,
+    TransformerDecoder,
+    TransformerEncoderLayer,
+)
+
+
+@dataclass
+class SATRNConfig:
+    in_channels: int = 1  # grayscale input
+    hidden: int = 192  # model width d_model (competition: 300)
+    filter: int = 384  # feed-forward width (competition: 600)
+    encoder_layers: int = 3  # competition: 6
+    decoder_layers: int = 2  # competition: 3
+    heads: int = 6  # competition: 8
+    head_dim: int | None = None  # per-head width; None = hidden // heads (competition: 37)
+    dropout: float = 0.1
+    locality_ff: bool = True  # locality-aware feed-forward in the encoder (False: plain MLP)
+    adaptive_pe: bool = True  # A2DPE (False: plain 2D sinusoids)
+    sample_scheduled: bool = False  # scheduled sampling samples predictions instead of argmax
+
+
+class SATRN(Recognizer):
+    Config = SATRNConfig
+
+    def __init__(self, vocab_size: int, max_len: int, pad_id: int = 0, sos_id: int = 1, eos_id: int = 2, **config):
+        super().__init__(vocab_size, max_len, pad_id, sos_id, eos_id, **config)
+        c = self.config
+        self.stem = ShallowCNN(c.in_channels, c.hidden)
+        self.pos2d = Adaptive2DPositionalEncoding(c.hidden, adaptive=c.adaptive_pe, dropout=c.dropout)
+        self.encoder = nn.ModuleList(
+            TransformerEncoderLayer(c.hidden, c.heads, c.filter, c.dropout, c.head_dim, locality=c.locality_ff)
+            for _ in range(c.encoder_layers)
+        )
+        self.encoder_norm = nn.LayerNorm(c.hidden)
+        self.decoder = TransformerDecoder(vocab_size, c.hidden, c.decoder_layers, c.heads, c.filter, c.dropout,
+                                          c.head_dim, max_len, pad_id, sos_id, sample=c.sample_scheduled)
+
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        features = self.pos2d(self.stem(images))  # (B, D, H/4, W/4)
+        _, _, h, w = features.shape
+        x = features.flatten(2).transpose(1, 2)  # (B, S=h*w, D)
+        for layer in self.encoder:
+            x = layer(x, (h, w))
+        return self.encoder_norm(x), (h, w)  # (B, S, D)

@@ -1,0 +1,210 @@
+"""SRN: Yu et al. (2020), "Towards Accurate Scene Text Recognition with Semantic Reasoning Networks".
+
+ResNet + transformer encoder -> PVAM (parallel visual attention: one learned reading-order embedding
+per output position queries the 2D features, all positions at once) -> visual logits;
+GSRM (global semantic reasoning: embed the argmax of the visual prediction, transformer layers) ->
+semantic logits; VSFD (a learned gate mixes the visual and semantic features) -> fused logits.
+Trained with the paper's three cross-entropies (visual, semantic, fused; weights 1.0 / 0.15 / 2.0).
+
+Differences from the paper, all for the formula setting and a CPU budget: a small ResNet (the paper
+uses ResNet-50 + FPN), and the shared pre-norm transformer layers. GSRM here is one bidirectional
+stack over all predicted tokens; the authors' code hides each position's own token with a forward
+and a backward masked stream (the shared encoder layer takes no mask).
+
+Decoding is parallel (non-autoregressive): one forward pass predicts every position. `decode`
+replays those per-position log-probabilities through the shared step API, so greedy, beam search and
+the bracket constraint of `ocrlib.decoding` apply unchanged (see `ParallelRecognizer`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ocrlib.models.base import DecodeResult, Recognizer
+from ocrlib.models.layers import (
+    Adaptive2DPositionalEncoding,
+    PositionalEncoding1D,
+    ResNetBackbone,
+    TransformerEncoderLayer,
+)
+
+
+class ParallelRecognizer(Recognizer):
+    """Base for models that predict all `max_len` positions at once (SRN, CSTR).
+
+    Subclasses implement `predict(images) -> (logits (B,P,V), attention (B,P,S) | None, (h, w))` with
+    P = max_len positions. forward returns the first T positions (tf_ratio is ignored: no decoder input).
+    For decoding, init_state runs `predict` once and each step hands out the next position's
+    log-probs, ignoring the previous token (positions are independent given the image). Greedy thus
+    equals the per-position argmax (pad and sos never emitted) cut at the first eos. Beam search is
+    no fallback to greedy: it ranks whole sequences by length-normalised score, so it may end at a
+    different eos; the bracket constraint likewise changes positions after a forbidden argmax.
+    """
+
+    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, int]]:
+        raise NotImplementedError
+
+    def positions(self, targets: torch.Tensor) -> int:
+        """T of targets (B, T), checked against the P = max_len positions the model predicts."""
+        T = targets.size(1)
+        if T > self.max_len:
+            raise ValueError(f"targets have {T} positions, the model predicts max_len={self.max_len}")
+        return T
+
+    def forward(self, images: torch.Tensor, targets: torch.Tensor, tf_ratio: float = 1.0) -> torch.Tensor:
+        return self.predict(images)[0][:, :self.positions(targets)]  # (B, T, V)
+
+    def init_state(self, images: torch.Tensor) -> dict:
+        logits, attention, hw = self.predict(images)
+        return {"log_probs": logits.log_softmax(-1), "maps": attention, "hw": hw, "t": 0}
+
+    def step(self, state: dict, prev_tokens: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        t = state["t"]
+        attn = None if state["maps"] is None else state["maps"][:, t]  # (N, S)
+        return state["log_probs"][:, t], dict(state, t=t + 1, attn=attn)  # (N, V)
+
+    def decode(self, images: torch.Tensor, max_len: int | None = None, beam: int = 1, constraints=None,
+               length_penalty: float = 1.0) -> DecodeResult:
+        max_len = min(max_len or self.max_len, self.max_len)  # no logits beyond the last position
+        return super().decode(images, max_len, beam, constraints, length_penalty)
+
+
+@dataclass
+class SRNConfig:
+    in_channels: int = 1  # grayscale input
+    channels: tuple = (32, 64, 128, 256)  # ResNet stage widths (paper: ResNet-50 + FPN, 512 wide)
+    blocks: tuple = (1, 2, 2, 2)  # residual blocks per stage
+    strides: tuple = ((2, 2), (2, 2), (2, 2), (1, 1))  # per stage (h, w): 1/8 resolution as in the paper
+    stem_channels: int = 32  # 3x3 stem conv before the stages
+    hidden: int = 256  # d_model of encoder, PVAM and GSRM (paper: 512)
+    heads: int = 8  # attention heads (paper: 8)
+    filter: int = 512  # transformer feed-forward width
+    encoder_layers: int = 2  # transformer units after the CNN (paper: 2)
+    gsrm_layers: int = 2  # transformer units of GSRM (paper: 4)
+    dropout: float = 0.1  # transformer dropout
+    visual_weight: float = 1.0  # loss weight of the PVAM prediction (paper: 1.0)
+    semantic_weight: float = 0.15  # loss weight of the GSRM prediction (paper: 0.15)
+    fused_weight: float = 2.0  # loss weight of the VSFD prediction (paper: 2.0)
+
+
+class PVAM(nn.Module):
+    """Parallel visual attention (SRN §3.2): e_{t,ij} = w_e . tanh(W_o f_o(t) + W_v v_ij), softmax over ij,
+    glimpse g_t = sum_ij a_{t,ij} v_ij, for all reading orders t = 0..P-1 at once (P x S scores)."""
+
+    def __init__(self, d_model: int, n_positions: int):
+        super().__init__()
+        self.order = nn.Embedding(n_positions, d_model)  # f_o: reading-order embeddings
+        self.w_o = nn.Linear(d_model, d_model)
+        self.w_v = nn.Linear(d_model, d_model, bias=False)
+        self.w_e = nn.Linear(d_model, 1, bias=False)
+
+    def forward(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """memory (B,S,D) -> glimpses (B,P,D), attention (B,P,S)."""
+        queries = self.w_o(self.order.weight)  # (P, D)
+        keys = self.w_v(memory)  # (B, S, D)
+        scores = self.w_e(torch.tanh(queries[None, :, None] + keys[:, None])).squeeze(-1)  # (B, P, S)
+        attention = scores.softmax(-1)
+        return attention @ memory, attention  # (B, P, D), (B, P, S)
+
+
+class GSRM(nn.Module):
+    """Global semantic reasoning (SRN §3.3): the visual prediction's argmax, embedded (no gradient
+    through argmax), plus positions, through transformer layers -> semantic features and logits."""
+
+    def __init__(self, vocab_size: int, d_model: int, n_positions: int, n_layers: int, heads: int, d_ff: int,
+                 dropout: float):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, d_model)
+        self.pos = PositionalEncoding1D(d_model, n_positions)
+        self.layers = nn.ModuleList(TransformerEncoderLayer(d_model, heads, d_ff, dropout) for _ in range(n_layers))
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab_size)
+
+    def forward(self, visual_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.pos(self.embed(visual_logits.argmax(-1)))  # (B, P, D)
+        for layer in self.layers:
+            x = layer(x)
+        x = self.norm(x)
+        return x, self.head(x)  # (B, P, D), (B, P, V)
+
+
+class VSFD(nn.Module):
+    """Visual-semantic fusion decoder (SRN §3.4): z = sigmoid(W_z [g; s]), f = z * g + (1 - z) * s."""
+
+    def __init__(self, d_model: int, vocab_size: int):
+        super().__init__()
+        self.gate = nn.Linear(2 * d_model, d_model)
+        self.head = nn.Linear(d_model, vocab_size)
+
+    def forward(self, visual: torch.Tensor, semantic: torch.Tensor) -> torch.Tensor:
+        z = torch.sigmoid(self.gate(torch.cat([visual, semantic], dim=-1)))  # (B, P, D)
+        return self.head(z * visual + (1 - z) * semantic)  # (B, P, V)
+
+
+class SRN(ParallelRecognizer):
+    """forward -> fused logits; `forward_all` -> all three; `loss` adds the visual and semantic terms
+    whenever it is given the fused logits of the latest forward (the usual train loop: forward, loss)."""
+
+    Config = SRNConfig
+
+    def __init__(self, vocab_size: int, max_len: int, pad_id: int = 0, sos_id: int = 1, eos_id: int = 2, **config):
+        super().__init__(vocab_size, max_len, pad_id, sos_id, eos_id, **config)
+        c = self.config
+        self.backbone = ResNetBackbone(c.in_channels, c.channels, c.blocks, c.strides, c.stem_channels)
+        self.project = nn.Conv2d(self.backbone.out_channels, c.hidden, 1)
+        self.pos2d = Adaptive2DPositionalEncoding(c.hidden, adaptive=False)
+        self.encoder = nn.ModuleList(
+            TransformerEncoderLayer(c.hidden, c.heads, c.filter, c.dropout) for _ in range(c.encoder_layers)
+        )
+        self.encoder_norm = nn.LayerNorm(c.hidden)
+        self.pvam = PVAM(c.hidden, max_len)
+        self.visual_head = nn.Linear(c.hidden, vocab_size)
+        self.gsrm = GSRM(vocab_size, c.hidden, max_len, c.gsrm_layers, c.heads, c.filter, c.dropout)
+        self.vsfd = VSFD(c.hidden, vocab_size)
+        self._branches: tuple | None = None  # (fused, visual, semantic) of the latest forward with grad
+
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        features = self.pos2d(self.project(self.backbone(images)))  # (B, D, h, w)
+        _, _, h, w = features.shape
+        x = features.flatten(2).transpose(1, 2)  # (B, S=h*w, D)
+        for layer in self.encoder:
+            x = layer(x, (h, w))
+        return self.encoder_norm(x), (h, w)
+
+    def forward_all(self, images: torch.Tensor) -> dict:
+        """-> dict(visual, semantic, fused: logits (B,P,V), attention: PVAM maps (B,P,S), hw)."""
+        memory, hw = self.encode(images)
+        glimpses, attention = self.pvam(memory)  # (B, P, D), (B, P, S)
+        visual = self.visual_head(glimpses)  # (B, P, V)
+        semantic_features, semantic = self.gsrm(visual)
+        fused = self.vsfd(glimpses, semantic_features)
+        return {"visual": visual, "semantic": semantic, "fused": fused, "attention": attention, "hw": hw}
+
+    def predict(self, images: torch.Tensor):
+        out = self.forward_all(images)
+        return out["fused"], out["attention"], out["hw"]
+
+    def forward(self, images: torch.Tensor, targets: torch.Tensor, tf_ratio: float = 1.0) -> torch.Tensor:
+        T = self.positions(targets)
+        out = self.forward_all(images)
+        fused = out["fused"][:, :T]  # (B, T, V)
+        # Kept (only while training with autograd) so `loss` can add the two auxiliary terms.
+        self._branches = (fused, out["visual"][:, :T], out["semantic"][:, :T]) if torch.is_grad_enabled() else None
+        return fused
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+        """Paper loss w_v L_visual + w_s L_semantic + w_f L_fused when `logits` are the latest forward's
+        fused logits; plain cross-entropy of `logits` otherwise."""
+        c = self.config
+        fused = None if self._branches is None else self._branches[0]
+        # Equality, not identity: DDP hands back a clone of the forward's output.
+        if fused is None or fused.shape != logits.shape or not torch.equal(fused, logits):
+            return super().loss(logits, targets, label_smoothing)
+        _, visual, semantic = self._branches
+        self._branches = None
+        ce = super().loss
+        return (c.visual_weight * ce(visual, targets, label_smoothing)
+                + c.semantic_weight * ce(semantic, targets, label_smoothing)
+                + c.fused_weight * ce(logits, targets, label_smoothing))

@@ -1,0 +1,103 @@
+"""Thin-plate-spline spatial transformer, the rectification stage of ASTER.
+
+Shi et al. 2018, "ASTER: An Attentional Scene Text Recognizer with Flexible Rectification" (TPAMI), §3.1:
+a localisation network regresses K control points on the input image; the thin-plate spline through the
+K pairs (fixed control points on the output, predicted points on the input) maps every output pixel to
+an input position, and the input is bilinearly sampled there (`F.grid_sample`).
+
+Coordinates are grid_sample's normalised [-1, 1] with align_corners=False throughout, so when the
+predicted points equal the fixed ones the warp is the identity (a TPS reproduces affine maps exactly).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def fiducial_points(num: int, margin: float = 0.05) -> torch.Tensor:
+    """(num, 2) control points as (x, y): num/2 evenly along the top edge, num/2 along the bottom (ASTER)."""
+    if num < 4 or num % 2:
+        raise ValueError(f"num_fiducial must be even and >= 4, got {num}")
+    xs = torch.linspace(-1 + margin, 1 - margin, num // 2)
+    top = torch.stack((xs, torch.full_like(xs, -1 + margin)), dim=1)
+    bottom = torch.stack((xs, torch.full_like(xs, 1 - margin)), dim=1)
+    return torch.cat((top, bottom), dim=0)
+
+
+def _radial(points: torch.Tensor, ctrl: torch.Tensor) -> torch.Tensor:
+    """TPS kernel U(r) = r^2 log r^2 between (N, 2) points and (K, 2) control points -> (N, K)."""
+    r2 = torch.cdist(points, ctrl).pow(2)
+    return r2 * torch.log(r2.clamp_min(1e-12))  # U(0) = 0
+
+
+def pixel_grid(height: int, width: int) -> torch.Tensor:
+    """(height*width, 2) pixel centres as normalised (x, y), row-major."""
+    ys = (2 * torch.arange(height, dtype=torch.float64) + 1) / height - 1
+    xs = (2 * torch.arange(width, dtype=torch.float64) + 1) / width - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack((gx.reshape(-1), gy.reshape(-1)), dim=1)
+
+
+class TPSGrid(nn.Module):
+    """Maps K source control points (B, K, 2) to a sampling grid (B, H, W, 2) for an (H, W) output.
+
+    The fixed part (inverse of the TPS system matrix, the kernel of every output pixel) is precomputed
+    in float64 once, so forward is two matmuls.
+    """
+
+    def __init__(self, out_size: tuple[int, int], target_ctrl: torch.Tensor):
+        super().__init__()
+        self.out_size = tuple(out_size)
+        ctrl = target_ctrl.double()
+        k = ctrl.shape[0]
+        system = torch.zeros(k + 3, k + 3, dtype=torch.float64)
+        system[:k, :k] = _radial(ctrl, ctrl)
+        system[:k, k] = 1
+        system[:k, k + 1:] = ctrl
+        system[k, :k] = 1
+        system[k + 1:, :k] = ctrl.t()
+        points = pixel_grid(*self.out_size)
+        repr_ = torch.cat((_radial(points, ctrl), torch.ones(len(points), 1, dtype=torch.float64), points), dim=1)
+        # (H*W, K): output pixel coordinates as a linear function of the K source control points.
+        self.register_buffer("weights", (repr_ @ torch.linalg.inv(system)[:, :k]).float(), persistent=False)
+
+    def forward(self, source_ctrl: torch.Tensor) -> torch.Tensor:
+        grid = self.weights @ source_ctrl  # (B, H*W, 2)
+        return grid.view(-1, *self.out_size, 2)  # (B, H, W, 2)
+
+
+class TPSRectifier(nn.Module):
+    """Localisation net -> K control points -> TPS grid -> rectified image of size out_size (ASTER).
+
+    The last regression layer starts with zero weights and the fixed control points as bias, so an
+    untrained rectifier is the identity warp (ASTER's initialisation).
+    """
+
+    def __init__(self, in_channels: int, out_size: tuple[int, int], num_fiducial: int = 20,
+                 loc_size: tuple[int, int] = (32, 64), loc_channels: tuple[int, ...] = (32, 64, 128),
+                 loc_hidden: int = 256, margin: float = 0.05):
+        super().__init__()
+        self.loc_size = tuple(loc_size)
+        layers, c_in = [], in_channels
+        for c_out in loc_channels:
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+                       nn.MaxPool2d(2)]
+            c_in = c_out
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc1 = nn.Sequential(nn.Linear(c_in, loc_hidden), nn.ReLU(inplace=True))
+        self.fc2 = nn.Linear(loc_hidden, 2 * num_fiducial)
+        ctrl = fiducial_points(num_fiducial, margin)
+        nn.init.zeros_(self.fc2.weight)
+        with torch.no_grad():
+            self.fc2.bias.copy_(ctrl.reshape(-1))
+        self.grid = TPSGrid(out_size, ctrl)
+
+    def control_points(self, images: torch.Tensor) -> torch.Tensor:
+        small = F.interpolate(images, size=self.loc_size, mode="bilinear", align_corners=False)
+        return self.fc2(self.fc1(self.features(small))).view(len(images), -1, 2)  # (B, K, 2)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        grid = self.grid(self.control_points(images))  # (B, H, W, 2)
+        # Outside the image is zero, the background of ink-bright inputs.
+        return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -1,0 +1,123 @@
+"""evaluate(): bookkeeping against a model with known answers; safe checkpoint loading; eval and predict commands."""
+import argparse
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from ocrlib.data.dataset import FormulaDataset
+from ocrlib.decoding import DecodeResult
+from ocrlib.errors import BadInput
+from ocrlib.evaluate import cli_eval, cli_predict, evaluate, load_checkpoint
+from ocrlib.models import model_from_config
+from ocrlib.tokens import Vocab
+from test_train import tiny_config, write_dataset
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("eval") / "val", 8, seed=3)
+
+
+@pytest.fixture(scope="module")
+def vocab(folder):
+    dataset = FormulaDataset(folder, Vocab([]), height=32, width=96)
+    return Vocab.build(s.tokens for s in dataset.samples)
+
+
+class LookupModel(nn.Module):
+    """Answers from a table image bytes -> token list: the truth, except for the images listed in `wrong`."""
+
+    def __init__(self, dataset, vocab, wrong: dict[int, list[str]]):
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(1))  # evaluate() reads the device from the parameters
+        self.answers = {}
+        for i, sample in enumerate(dataset.samples):
+            tokens = wrong.get(i, sample.tokens)
+            self.answers[dataset[i]["image"].numpy().tobytes()] = vocab.encode(tokens) + [vocab.eos_id]
+
+    def decode(self, images, max_len=None, beam=1, constraints=None):
+        rows = [self.answers[image.numpy().tobytes()] for image in images]
+        width = max(map(len, rows))
+        tokens = torch.tensor([row + [0] * (width - len(row)) for row in rows])
+        return DecodeResult(tokens=tokens, scores=torch.zeros(len(rows)), attention=None)
+
+
+def test_evaluate_counts_against_known_answers(folder, vocab):
+    dataset = FormulaDataset(folder, vocab, height=32, width=96)
+    truth = [s.tokens for s in dataset.samples]
+    wrong = {0: truth[0][:-1], 3: truth[3] + ["x", "x", "x"]}  # 1 edit; 3 edits
+    results, frame = evaluate(LookupModel(dataset, vocab, wrong), dataset, vocab, batch_size=3)
+    assert results.n == 8 and results.correct == 6 and results.within1 == 7 and results.within2 == 7
+    row0 = frame.set_index("path").loc[str(dataset.samples[0].image)]
+    assert row0["edit_distance"] == 1 and not row0["correct"] and row0["gt"] == " ".join(truth[0])
+    assert row0["wer"] == pytest.approx(1 / len(truth[0]))
+    assert row0["source"] == "tex:cm" and row0["renderer"] == "tex" and row0["aspect"] == pytest.approx(3.0)
+    assert set(frame["renderer"]) == {"tex", "mathtext"} and frame.attrs["n_skipped"] == 0
+    expected_wer = (1 / len(truth[0]) + 3 / (len(truth[3]) + 3)) / 8
+    assert results.wer == pytest.approx(expected_wer)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(folder, vocab, tmp_path_factory):
+    config = tiny_config(folder, folder)
+    torch.manual_seed(0)
+    model = model_from_config(config, len(vocab))
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    torch.save({"model": model.state_dict(), "vocab": vocab.tokens, "config": config}, path)
+    return path, model
+
+
+def test_load_checkpoint_round_trip(checkpoint, folder, vocab):
+    path, original = checkpoint
+    model, loaded_vocab, config = load_checkpoint(path)
+    assert loaded_vocab.tokens == vocab.tokens and config["model"]["name"] == "satrn" and not model.training
+    images = FormulaDataset(folder, vocab, height=32, width=96)[0]["image"].unsqueeze(0)
+    assert torch.equal(model.decode(images).tokens, original.decode(images).tokens)
+
+
+class Payload:
+    """Stands for any pickled object: unpickling it could run code."""
+
+
+def test_checkpoint_with_pickled_object_is_refused(checkpoint, tmp_path):
+    state = torch.load(checkpoint[0], weights_only=True)
+    state["extra"] = Payload()
+    torch.save(state, tmp_path / "evil.pt")
+    with pytest.raises(BadInput, match="evil.pt: refused: .*pickled"):
+        load_checkpoint(tmp_path / "evil.pt")
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint", "half"])
+def test_corrupt_checkpoint_names_the_file(checkpoint, tmp_path, content):
+    if content == "half":
+        data = checkpoint[0].read_bytes()
+        content = data[: len(data) // 2]
+    (tmp_path / "bad.pt").write_bytes(content)
+    with pytest.raises(BadInput, match=r"bad\.pt: corrupt"):
+        load_checkpoint(tmp_path / "bad.pt")
+    with pytest.raises(BadInput, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_cli_predict_goes_on_past_a_bad_image(checkpoint, folder, tmp_path, capsys):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    good = sorted((folder / "images").glob("*.png"))[:2]
+    args = argparse.Namespace(checkpoint=str(checkpoint[0]), inputs=[str(good[0]), str(bad), str(good[1])], beam=1)
+    assert cli_predict(args) == 1
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == [str(good[0]), str(good[1])]
+    assert err.strip().count("\n") == 0 and err.startswith(f"error: {bad}: ")
+    assert cli_predict(argparse.Namespace(checkpoint=str(checkpoint[0]), inputs=[str(bad)], beam=1)) == 2
+
+
+def test_cli_eval_prints_tables_and_writes_json(checkpoint, folder, tmp_path, capsys):
+    out = tmp_path / "results.json"
+    assert cli_eval(argparse.Namespace(checkpoint=str(checkpoint[0]), data=str(folder), beam=1, out=str(out))) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("| data | n | SA | WER |") and "by renderer:" in printed
+    payload = json.loads(out.read_text())
+    assert payload["results"]["n"] == 8 and set(payload["breakdowns"]["renderer"]) == {"tex", "mathtext", "all"}

@@ -1,0 +1,96 @@
+"""Metrics on hand-computed examples."""
+import math
+
+import pandas as pd
+import pytest
+
+from ocrlib.metrics import (Results, aspect_bucket, breakdown, edit_distance, exprate, length_bucket,
+                            markdown_table, score, sentence_acc, token_wer, wer)
+
+# gt, pred, edit distance, token WER
+CASES = [
+    ("x ^ { 2 }", "x ^ { 2 }", 0, 0.0),
+    ("a + b", "a - b", 1, 1 / 3),
+    ("\\frac { 1 } { 2 }", "\\frac { 1 } { 2", 1, 1 / 7),
+    ("y", "z = 3", 3, 1.0),
+]
+GTS = [c[0].split() for c in CASES]
+PREDS = [c[1].split() for c in CASES]
+
+
+def test_edit_distance_classic_examples():
+    assert edit_distance(list("kitten"), list("sitting")) == 3
+    assert edit_distance([], ["a", "b"]) == 2
+    assert edit_distance(["a", "b", "c"], ["a", "c"]) == 1
+    assert edit_distance(["\\alpha"], ["\\alpha"]) == 0
+
+
+@pytest.mark.parametrize("gt, pred, distance, expected_wer", CASES)
+def test_per_formula_distance_and_wer(gt, pred, distance, expected_wer):
+    assert edit_distance(pred.split(), gt.split()) == distance
+    assert token_wer(pred.split(), gt.split()) == pytest.approx(expected_wer)
+
+
+def test_corpus_level_metrics():
+    expected_wer = (0 + 1 / 3 + 1 / 7 + 1) / 4
+    assert sentence_acc(PREDS, GTS) == 0.25
+    assert wer(PREDS, GTS) == pytest.approx(expected_wer)
+    assert score(0.25, expected_wer) == pytest.approx(0.9 * 0.25 + 0.1 * (1 - expected_wer))
+    assert exprate(PREDS, GTS, 0) == 0.25
+    assert exprate(PREDS, GTS, 1) == 0.75
+    assert exprate(PREDS, GTS, 3) == 1.0
+    r = Results.from_pairs(PREDS, GTS)
+    assert (r.n, r.correct, r.within1, r.within2) == (4, 1, 3, 3)
+    assert r.score == pytest.approx(0.225 + 0.1 * (1 - expected_wer))
+
+
+def test_results_aggregate_by_sample_count():
+    part_a = Results.from_pairs(PREDS[:1], GTS[:1])    # SA 1.0 on 1 formula
+    part_b = Results.from_pairs(PREDS[1:], GTS[1:])    # SA 0.0 on 3 formulas
+    total = part_a + part_b
+    assert total == Results.from_pairs(PREDS, GTS)
+    assert total.sa == 0.25                             # not the mean of the rates (0.5)
+
+
+def test_empty_sequences_and_empty_results():
+    assert token_wer([], []) == 0.0
+    assert Results.from_pairs([[]], [[]]).sa == 1.0
+    assert Results().sa == 0.0 and Results().wer == 0.0
+
+
+def test_buckets():
+    assert [length_bucket(n) for n in (1, 10, 11, 40, 80, 81)] == ["1-10", "1-10", "11-20", "21-40", "41-80", ">80"]
+    assert [aspect_bucket(a) for a in (1.5, 2.0, 7.9, 16.0)] == ["<2", "2-4", "4-8", ">=16"]
+    assert aspect_bucket(math.nan) == "unknown"
+
+
+def test_breakdown_by_source_and_markdown():
+    frame = pd.DataFrame({
+        "edit_distance": [0, 1, 1, 3],
+        "wer": [c[3] for c in CASES],
+        "source": ["tex", "mathtext", "tex", "mathtext"],
+    })
+    table = breakdown(frame, "source")
+    assert list(table.index) == ["mathtext", "tex", "all"]
+    assert table.loc["tex", "SA"] == 0.5 and table.loc["tex", "n"] == 2
+    assert table.loc["mathtext", "ExpRate<=1"] == 0.5
+    assert table.loc["all", "WER"] == pytest.approx(round((0 + 1 / 3 + 1 / 7 + 1) / 4, 4))
+    text = markdown_table(table)
+    lines = text.splitlines()
+    assert lines[0] == "| source | n | SA | WER | score | ExpRate<=1 | ExpRate<=2 |"
+    assert lines[2].startswith("| mathtext | 2 | 0.0000 | ")
+    assert len(lines) == 2 + 3
+
+
+def test_markdown_of_named_results():
+    text = markdown_table({"val": Results.from_pairs(PREDS, GTS)})
+    assert text.splitlines()[0].startswith("| data | n | SA |") and "| val | 4 | 0.2500 |" in text
+
+
+def test_breakdown_orders_buckets_by_their_bounds():
+    aspects = [30.0, 1.5, 5.0, 2.5, 10.0]
+    frame = pd.DataFrame({"edit_distance": [0] * 5, "wer": [0.0] * 5,
+                          "aspect_bucket": [aspect_bucket(a) for a in aspects],
+                          "length_bucket": [length_bucket(n) for n in (90, 3, 15, 30, 50)]})
+    assert list(breakdown(frame, "aspect_bucket").index) == ["<2", "2-4", "4-8", "8-16", ">=16", "all"]
+    assert list(breakdown(frame, "length_bucket").index) == ["1-10", "11-20", "21-40", "41-80", ">80", "all"]
