@@ -1,7 +1,7 @@
 """SATRN: Lee et al. (2020), "On Recognizing Texts of Arbitrary Shapes with 2D Self-Attention".
 
-Shallow CNN stem (1/4 resolution) -> adaptive 2D positional encoding (A2DPE) -> transformer
-encoder whose feed-forward is locality-aware (1x1 conv, 3x3 depthwise conv, 1x1 conv) -> transformer
+Shallow CNN stem (1/4 resolution in the paper; 1/8 by default here, see stem_pools) -> adaptive 2D
+positional encoding (A2DPE) -> transformer encoder whose feed-forward is locality-aware (1x1 conv, 3x3 depthwise conv, 1x1 conv) -> transformer
 decoder over the flattened 2D memory. Layers are pre-norm (the paper uses post-norm; pre-norm
 trains stably at the small batch sizes of a CPU budget).
 
@@ -35,6 +35,7 @@ class SATRNConfig:
     decoder_layers: int = 2  # competition: 3
     heads: int = 6  # competition: 8
     head_dim: int | None = None  # per-head width; None = hidden // heads (competition: 37)
+    stem_pools: int = 3  # stem downsampling 2^pools; 3 -> 1/8 (paper and competition: 2 -> 1/4)
     dropout: float = 0.1
     locality_ff: bool = True  # locality-aware feed-forward in the encoder (False: plain MLP)
     adaptive_pe: bool = True  # A2DPE (False: plain 2D sinusoids)
@@ -47,7 +48,7 @@ class SATRN(Recognizer):
     def __init__(self, vocab_size: int, max_len: int, pad_id: int = 0, sos_id: int = 1, eos_id: int = 2, **config):
         super().__init__(vocab_size, max_len, pad_id, sos_id, eos_id, **config)
         c = self.config
-        self.stem = ShallowCNN(c.in_channels, c.hidden)
+        self.stem = ShallowCNN(c.in_channels, c.hidden, pools=c.stem_pools)
         self.pos2d = Adaptive2DPositionalEncoding(c.hidden, adaptive=c.adaptive_pe, dropout=c.dropout)
         self.encoder = nn.ModuleList(
             TransformerEncoderLayer(c.hidden, c.heads, c.filter, c.dropout, c.head_dim, locality=c.locality_ff)
@@ -58,7 +59,7 @@ class SATRN(Recognizer):
                                           c.head_dim, max_len, pad_id, sos_id, sample=c.sample_scheduled)
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        features = self.pos2d(self.stem(images))  # (B, D, H/4, W/4)
+        features = self.pos2d(self.stem(images))  # (B, D, H/2^pools, W/2^pools)
         _, _, h, w = features.shape
         x = features.flatten(2).transpose(1, 2)  # (B, S=h*w, D)
         for layer in self.encoder:
