@@ -13,14 +13,11 @@ CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
 
 def shared_data_root() -> Path | None:
-    """The real-data folder: $OCRLIB_SHARED_DATA, else ../shared/data beside the repo; None when absent."""
+    """The real-data folder: $OCRLIB_SHARED_DATA when set (only it), else ../shared/data beside the repo;
+    None when absent."""
     env = os.environ.get("OCRLIB_SHARED_DATA")
-    candidates = [Path(env)] if env else []
-    candidates.append(PROJECT_ROOT.parent / "shared" / "data")
-    for path in candidates:
-        if path.is_dir():
-            return path
-    return None
+    path = Path(env) if env else PROJECT_ROOT.parent / "shared" / "data"
+    return path if path.is_dir() else None
 
 
 def exam_formulas_file() -> Path | None:

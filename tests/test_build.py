@@ -1,0 +1,40 @@
+"""Data sets of a profile: built from the real corpus when present, from the generator and pseudo-ink without it."""
+import pytest
+
+from ocrlib.data.build import build_datasets
+from ocrlib.data.sources import read_gt
+from ocrlib.paths import exam_formulas_file
+from ocrlib.tokens import Vocab
+
+SETS = {"printed/train", "printed/val", "printed/test", "tex/test", "handwritten/train", "handwritten/val",
+        "handwritten/test"}
+
+
+def test_a_fresh_clone_without_shared_data_builds_from_the_generator_and_pseudo_ink(tmp_path, monkeypatch):
+    monkeypatch.setenv("OCRLIB_SHARED_DATA", str(tmp_path / "absent"))
+    built = build_datasets("smoke", seed=0, root=tmp_path / "data", progress=False)
+    assert "generator" in built.printed_source and "pseudo-ink" in built.handwritten_source
+    assert set(built.sets) == SETS
+    summary = built.summary().set_index("set")
+    assert summary.loc["printed/train", "images"] > 100
+    train = {" ".join(s.tokens) for s in read_gt(built.sets["printed/train"])[0]}
+    held_out = {" ".join(s.tokens) for key in ("printed/val", "printed/test") for s in read_gt(built.sets[key])[0]}
+    assert train and held_out and not train & held_out, "a formula never sits in two splits"
+    assert len(Vocab.load(built.vocab_path)) > 20
+    sources = {s.source.split(":")[1].split("-")[0] for s in read_gt(built.sets["handwritten/train"])[0]}
+    assert sources == {"pseudo"}
+
+
+def test_a_second_build_reuses_the_rendered_sets(tmp_path, monkeypatch):
+    monkeypatch.setenv("OCRLIB_SHARED_DATA", str(tmp_path / "absent"))
+    first = build_datasets("smoke", seed=0, root=tmp_path, progress=False)
+    stamp = (first.sets["printed/train"] / "manifest.json").stat().st_mtime_ns
+    second = build_datasets("smoke", seed=0, root=tmp_path, progress=False)
+    assert (second.sets["printed/train"] / "manifest.json").stat().st_mtime_ns == stamp
+
+
+def test_the_real_corpus_is_used_when_present(tmp_path):
+    if exam_formulas_file() is None:
+        pytest.skip("../shared/data is absent: the real corpus cannot be checked")
+    built = build_datasets("smoke", seed=0, root=tmp_path, progress=False)
+    assert "exam corpus" in built.printed_source and "CROHME" in built.handwritten_source

@@ -1,0 +1,38 @@
+"""`python -m ocrlib`: every command has help; bad input ends with one line naming the file and exit status 2."""
+import subprocess
+import sys
+
+import pytest
+
+from ocrlib.cli import COMMANDS, main
+from ocrlib.paths import PROJECT_ROOT
+
+
+def test_the_module_entry_point_lists_every_command():
+    out = subprocess.run([sys.executable, "-m", "ocrlib", "--help"], capture_output=True, text=True,
+                         cwd=PROJECT_ROOT, check=True).stdout
+    assert all(name in out for name in COMMANDS)
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+def test_a_missing_checkpoint_is_one_line_and_exit_2(tmp_path, capsys):
+    missing = tmp_path / "nope.pt"
+    assert main(["eval", "--checkpoint", str(missing), "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(missing) in err
+
+
+def test_a_config_with_an_unknown_key_is_refused_with_exit_2(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("model:\n  name: satrn\n  hiden: 12\n")
+    assert main(["train", "--config", str(config), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(config) in err and "hiden" in err
+    assert not (tmp_path / "run").exists(), "nothing is written for a refused config"
