@@ -6,7 +6,8 @@ import torch
 import torch.multiprocessing as mp
 
 from ocrlib.evaluate import read_checkpoint
-from test_train import tiny_config, write_dataset
+
+from helpers import tiny_config, write_dataset
 
 
 def free_port() -> int:

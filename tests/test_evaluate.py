@@ -12,7 +12,8 @@ from ocrlib.errors import BadInput
 from ocrlib.evaluate import cli_eval, cli_predict, evaluate, load_checkpoint
 from ocrlib.models import model_from_config
 from ocrlib.tokens import Vocab
-from test_train import tiny_config, write_dataset
+
+from helpers import tiny_config, write_dataset
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,8 @@ from ocrlib.errors import BadInput
 from ocrlib.models import MODELS, cli_models, create_model, load_config, parameter_table
 from ocrlib.models.layers import Adaptive2DPositionalEncoding, MultiHeadAttention, ResNetBackbone, sinusoid_table
 
+from helpers import glyph_batch as _glyph_batch, overfit
+
 VOCAB = 24
 TINY = {
     "satrn": dict(hidden=32, filter=64, encoder_layers=1, decoder_layers=1, heads=4, dropout=0.0),
@@ -16,35 +18,9 @@ TINY = {
 }
 
 
-@pytest.fixture
-def one_thread():
-    """The tiny models run fastest on one thread, above all on a machine others are using."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def glyph_batch(n: int = 16, seed: int = 0, vocab: int = VOCAB):
-    """n short random formulas and images drawing each token as a fixed 16x8 random glyph, left to right."""
-    g = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(3, 9, (n,), generator=g)
-    targets = torch.zeros(n, int(lengths.max()) + 1, dtype=torch.long)
-    glyphs = (torch.rand(vocab, 16, 8, generator=g) > 0.5).float()
-    images = torch.zeros(n, 1, 16, 64)
-    for i, length in enumerate(lengths.tolist()):
-        targets[i, :length] = torch.randint(4, vocab, (length,), generator=g)
-        targets[i, length] = 2  # eos, then pad (0)
-        for j in range(length):
-            images[i, 0, :, 8 * j:8 * j + 8] = glyphs[targets[i, j]]
-    return images, targets
-
-
-def sentence_accuracy(pred: torch.Tensor, targets: torch.Tensor) -> float:
-    width = max(pred.size(1), targets.size(1))
-    a = torch.nn.functional.pad(pred, (0, width - pred.size(1)))
-    b = torch.nn.functional.pad(targets, (0, width - targets.size(1)))
-    return (a == b).all(1).float().mean().item()
+def glyph_batch(n: int = 16, seed: int = 0):
+    """n short random formulas (3-8 tokens), each token a fixed 16x8 random glyph, left to right in 16x64."""
+    return _glyph_batch(n, seed, vocab=VOCAB)
 
 
 @pytest.mark.parametrize("name", ["satrn", "attention"])
@@ -86,19 +62,8 @@ def test_overfits_a_batch(name, lr, one_thread):
     torch.manual_seed(0)
     images, targets = glyph_batch(16)
     model = create_model(name, VOCAB, max_len=12, **TINY[name])
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-    accuracy = 0.0
-    for step in range(1, 401):
-        loss = model.loss(model(images, targets), targets)
-        optimiser.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimiser.step()
-        if step % 10 == 0:
-            accuracy = sentence_accuracy(model.decode(images).tokens, targets)
-            if accuracy == 1.0:
-                break
-    assert accuracy == 1.0, f"{name}: sentence accuracy {accuracy} after {step} steps (loss {loss.item():.3f})"
+    accuracy, step, loss = overfit(model, images, targets, lr=lr, max_steps=400, check_every=10, clip=1.0)
+    assert accuracy == 1.0, f"{name}: sentence accuracy {accuracy} after {step} steps (loss {loss:.3f})"
 
 
 def test_competition_satrn_uses_37_dim_heads_projected_to_300():

@@ -11,6 +11,8 @@ from ocrlib.models.deform_conv import DeformConv2d
 from ocrlib.models.srn import SRN
 from ocrlib.models.tps import TPSRectifier, fiducial_points
 
+from helpers import glyph_batch, overfit
+
 VOCAB, MAX_LEN, H, W = 14, 8, 32, 96  # ids 0-3 are pad, sos, eos, unk; glyph tokens 4..13
 TINY = {
     "aster": (ASTER, dict(rectified_size=(H, W), loc_size=(16, 32), channels=(16, 32, 32), blocks=(1, 1, 1),
@@ -23,13 +25,7 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a busy 2-core machine more threads only contend (10x slower here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # one intra-op thread (conftest): busy machines contend
 
 
 def tiny(name: str, **overrides):
@@ -39,27 +35,10 @@ def tiny(name: str, **overrides):
 
 
 def glyph_formulas(n: int = 16, max_tokens: int = 5, seed: int = 0):
-    """n images of 2..max_tokens random glyphs (one fixed random bitmap per token) in reading order,
+    """n images of 2..max_tokens random glyphs (one fixed random 12x10 bitmap per token) in reading order,
     each glyph jittered vertically; targets = ids + eos + pad, as `Vocab.encode_batch` makes them."""
-    g = torch.Generator().manual_seed(seed)
-    glyphs = (torch.rand(VOCAB, 12, 10, generator=g) > 0.5).float()
-    images = torch.zeros(n, 1, H, W)
-    targets = torch.zeros(n, max_tokens + 1, dtype=torch.long)
-    for i in range(n):
-        length = int(torch.randint(2, max_tokens + 1, (1,), generator=g))
-        tokens = torch.randint(4, VOCAB, (length,), generator=g)
-        for t, tok in enumerate(tokens):
-            y = 10 + int(torch.randint(-6, 7, (1,), generator=g))
-            images[i, 0, y:y + 12, 4 + 18 * t:14 + 18 * t] = glyphs[tok]
-        targets[i, :length] = tokens
-        targets[i, length] = 2
-    return images, targets
-
-
-def sentence_accuracy(predicted: torch.Tensor, targets: torch.Tensor) -> float:
-    L = max(predicted.size(1), targets.size(1))  # pad both to one length with the pad id 0
-    predicted, targets = F.pad(predicted, (0, L - predicted.size(1))), F.pad(targets, (0, L - targets.size(1)))
-    return (predicted == targets).all(1).float().mean().item()
+    return glyph_batch(n, seed, vocab=VOCAB, glyph_size=(12, 10), image_size=(H, W), lengths=(2, max_tokens),
+                       left=4, pitch=18, top=10, jitter=6, lengths_first=False)
 
 
 @pytest.mark.parametrize("name,overrides", [("aster", {}), ("aster", {"deformable": True, "modulated": True}),
@@ -182,15 +161,5 @@ def test_overfits_sixteen_formulas(name, max_steps):
     """A tiny model must learn 16 short glyph formulas exactly (greedy SA 1.0); measured: 60-120 steps."""
     model = tiny(name)
     images, targets = glyph_formulas()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    accuracy = 0.0
-    for step in range(1, max_steps + 1):
-        loss = model.loss(model(images, targets), targets)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step % 20 == 0:
-            accuracy = sentence_accuracy(model.decode(images).tokens, targets)
-            if accuracy == 1.0:
-                break
-    assert accuracy == 1.0, f"{name}: SA {accuracy} after {max_steps} steps (loss {loss.item():.3f})"
+    accuracy, _, loss = overfit(model, images, targets, lr=3e-3, max_steps=max_steps, check_every=20)
+    assert accuracy == 1.0, f"{name}: SA {accuracy} after {max_steps} steps (loss {loss:.3f})"

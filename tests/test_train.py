@@ -6,58 +6,22 @@ SATRN config, so each training run takes a second or two on a 2-core CPU.
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from ocrlib.errors import BadInput
 from ocrlib.evaluate import read_checkpoint
 from ocrlib.losses import bracket_ids, bracket_penalty
-from ocrlib.models import load_config
 from ocrlib.optim import AdamP, build_optimizer, get_lr, get_tf_ratio
 from ocrlib.train import ShardedBatchSampler, data_fingerprint, run_id, save_checkpoint, train
 
-ALPHABET = ["x", "y", "1", "2", "+", "=", "{", "}", "^", "(", ")"]
-
-
-def write_dataset(folder: Path, n: int, seed: int, bad: int = 0) -> Path:
-    """n images 32x96 whose stripes encode the tokens, gt.txt, source.txt; `bad` extra corrupt image files."""
-    rng = np.random.default_rng(seed)
-    (folder / "images").mkdir(parents=True)
-    lines, sources = [], []
-    for i in range(n):
-        tokens = list(rng.choice(ALPHABET, size=rng.integers(2, 7)))
-        img = np.full((32, 96), 255, np.uint8)
-        for j, token in enumerate(tokens):
-            k = ALPHABET.index(token)
-            img[4 + k: 28 - k // 2, 4 + 14 * j: 12 + 14 * j] = 0
-        Image.fromarray(img).save(folder / "images" / f"{i:03d}.png")
-        lines.append(f"{i:03d}.png\t{' '.join(tokens)}")
-        sources.append(f"{i:03d}.png\t{'mathtext:dejavusans' if i % 2 else 'tex:cm'}")
-    for i in range(bad):
-        (folder / "images" / f"bad{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-        lines.append(f"bad{i}.png\tx + 1")
-    (folder / "gt.txt").write_text("\n".join(lines) + "\n")
-    (folder / "source.txt").write_text("\n".join(sources) + "\n")
-    return folder
+from helpers import ALPHABET, tiny_config, write_dataset
 
 
 @pytest.fixture(scope="module")
 def data_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     return write_dataset(root / "train", 12, seed=0, bad=1), write_dataset(root / "val", 6, seed=1)
-
-
-def tiny_config(train_dir, val_dir, **training) -> dict:
-    """Smoke SATRN with dropout, scheduled sampling and augmentation on, so resume must restore every RNG."""
-    config = load_config("satrn", profile="smoke")
-    config["model"].update(dropout=0.1, max_len=12)
-    config["data"].update(train=str(train_dir), val=str(val_dir), augment="light")
-    config["training"].update(dict(max_steps=6, batch_size=4, warmup_steps=2, eval_every=3, log_every=1,
-                                   checkpoint_every=1, tf_ratio_start=0.9, tf_ratio_end=0.6, val_samples=0,
-                                   budget_min=None, optimizer="adamp", bracket_penalty=0.1), **training)
-    return config
 
 
 def losses(run_dir: Path) -> list[tuple[int, float]]:
