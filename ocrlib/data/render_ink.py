@@ -183,7 +183,5 @@ def render_batch(items: list[tuple[int, str | os.PathLike]], seed: int, fonts: t
                 result.style = f"pseudo-{font}"
             except Exception as err:  # mathtext raises ValueError, KeyError, RuntimeError... for bad input
                 result.error = error_line(err)
-        if result.image is None and result.error is None:
-            result.error = "empty image (no ink)"
-        results.append(result)
+        results.append(result.checked())
     return results

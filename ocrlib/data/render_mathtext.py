@@ -31,6 +31,12 @@ class Rendered:
     image: np.ndarray | None = None  # (H, W) uint8, black ink on white
     error: str | None = None
 
+    def checked(self) -> "Rendered":
+        """The result, with a reason when a renderer produced no ink and no error."""
+        if self.image is None and self.error is None:
+            self.error = "empty image (no ink)"
+        return self
+
 
 def item_rng(seed: int, index: int, *salt: int) -> np.random.Generator:
     """Random parameters of one item derive from (seed, index), never from worker scheduling."""
@@ -84,7 +90,5 @@ def render_batch(items: list[tuple[int, str]], seed: int, fonts: tuple[str, ...]
             result.image = render_mathtext(latex, font, size, dpi, margin)
         except Exception as err:  # mathtext raises ValueError, KeyError, RuntimeError... for bad input
             result.error = error_line(err)
-        if result.image is None and result.error is None:
-            result.error = "empty image (no ink)"
-        results.append(result)
+        results.append(result.checked())
     return results

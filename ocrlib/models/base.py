@@ -105,3 +105,43 @@ class Recognizer(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+class ParallelRecognizer(Recognizer):
+    """Base for models that predict all `max_len` positions at once (SRN, CSTR).
+
+    Subclasses implement `predict(images) -> (logits (B,P,V), attention (B,P,S) | None, (h, w))` with
+    P = max_len positions. forward returns the first T positions (tf_ratio is ignored: no decoder input).
+    For decoding, init_state runs `predict` once and each step hands out the next position's
+    log-probs, ignoring the previous token (positions are independent given the image). Greedy thus
+    equals the per-position argmax (pad and sos never emitted) cut at the first eos. Beam search is
+    no fallback to greedy: it ranks whole sequences by length-normalised score, so it may end at a
+    different eos; the bracket constraint likewise changes positions after a forbidden argmax.
+    """
+
+    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, int]]:
+        raise NotImplementedError
+
+    def positions(self, targets: torch.Tensor) -> int:
+        """T of targets (B, T), checked against the P = max_len positions the model predicts."""
+        T = targets.size(1)
+        if T > self.max_len:
+            raise ValueError(f"targets have {T} positions, the model predicts max_len={self.max_len}")
+        return T
+
+    def forward(self, images: torch.Tensor, targets: torch.Tensor, tf_ratio: float = 1.0) -> torch.Tensor:
+        return self.predict(images)[0][:, :self.positions(targets)]  # (B, T, V)
+
+    def init_state(self, images: torch.Tensor) -> dict:
+        logits, attention, hw = self.predict(images)
+        return {"log_probs": logits.log_softmax(-1), "maps": attention, "hw": hw, "t": 0}
+
+    def step(self, state: dict, prev_tokens: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        t = state["t"]
+        attn = None if state["maps"] is None else state["maps"][:, t]  # (N, S)
+        return state["log_probs"][:, t], dict(state, t=t + 1, attn=attn)  # (N, V)
+
+    def decode(self, images: torch.Tensor, max_len: int | None = None, beam: int = 1, constraints=None,
+               length_penalty: float = 1.0) -> DecodeResult:
+        max_len = min(max_len or self.max_len, self.max_len)  # no logits beyond the last position
+        return super().decode(images, max_len, beam, constraints, length_penalty)

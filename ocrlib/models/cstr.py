@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ocrlib.models.layers import Adaptive2DPositionalEncoding, BasicBlock, conv_bn_relu
-from ocrlib.models.srn import ParallelRecognizer
+from ocrlib.models.base import ParallelRecognizer
 
 
 @dataclass
