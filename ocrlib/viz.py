@@ -22,9 +22,10 @@ def image_grid(images: list[np.ndarray], titles: list[str] | None = None, ncols:
     for i, img in enumerate(images):
         ax = axes.flat[i]
         ax.imshow(img, cmap="gray", vmin=0, vmax=255)
-        if titles:
-            title = titles[i]
-            ax.set_title(title if len(title) <= 48 else title[:45] + "...", fontsize=8)
+        if titles:  # each line shortened to what fits the cell at font size 8
+            width = int(cell[0] * 15)
+            lines = [line if len(line) <= width else line[: width - 3] + "..." for line in titles[i].splitlines()]
+            ax.set_title("\n".join(lines), fontsize=8)
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
