@@ -58,6 +58,7 @@ def test_random_parameters_follow_seed_and_index():
 def test_ink_from_real_crohme_file():
     image = render_one(_crohme_file(), "ink", seed=0)
     assert_ink_image(image)
+    assert image.shape[0] >= render_ink.HEIGHTS[0], "drawn at least at the smallest target height"
 
 
 def test_pen_strokes_are_drawn_at_target_height():
