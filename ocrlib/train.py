@@ -364,6 +364,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, budget_min: f
 
     # -- resume: weights, optimiser, scaler, sampler position and RNG, so the next batch and loss match
     step, best_score, n_skipped, best_val, last_val, consumed = 0, -math.inf, 0, None, None, 0
+    elapsed_before = 0.0  # training seconds of earlier sessions of this run (curves against wall-clock time)
     if checkpoint:
         raw_model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -372,6 +373,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, budget_min: f
         step, best_score, n_skipped = checkpoint["step"], checkpoint["best_score"], checkpoint["n_skipped"]
         consumed = checkpoint["sampler"]["position"] // world_size
         best_val, last_val = checkpoint["best_val"], checkpoint["last_val"]
+        elapsed_before = checkpoint["elapsed_s"]
         set_rng_state(checkpoint["rng"])
         if master:
             _truncate_log(run_dir / LOG, step)
@@ -398,7 +400,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, budget_min: f
         return {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                 "sampler": sampler.state_dict(position=consumed), "rng": rng_state(), "step": step,
                 "best_score": best_score, "n_skipped": n_skipped, "best_val": best_val, "last_val": last_val,
-                "config": config, "vocab": vocab.tokens}
+                "elapsed_s": elapsed_before + time.time() - started, "config": config, "vocab": vocab.tokens}
 
     def validate() -> dict:
         results, _ = evaluate(raw_model, val_loader, vocab)
@@ -451,7 +453,8 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, budget_min: f
 
         # -- log, validate and checkpoint (rank 0 only; the other ranks go on and wait in the next all-reduce)
         if master and logging:
-            record = {"step": step, "loss": loss_sum, "lr": lr, "tf_ratio": tf,
+            record = {"step": step, "elapsed_s": round(elapsed_before + time.time() - started, 1),
+                      "loss": loss_sum, "lr": lr, "tf_ratio": tf,
                       "samples_per_s": round(seen * world_size / max(time.time() - tick, 1e-9), 2)}
             seen_total, seen, tick = seen_total + seen, 0, time.time()
             if validating:

@@ -82,6 +82,8 @@ def test_resume_after_crash_gives_identical_losses(data_dirs, straight_run, tmp_
     train(config, tmp_path / "resumed", resume=True, progress=False)
 
     assert losses(tmp_path / "resumed") == losses(straight_run[0])  # exact float equality
+    elapsed = [json.loads(line)["elapsed_s"] for line in (tmp_path / "resumed" / "metrics.jsonl").open()]
+    assert elapsed == sorted(elapsed) and elapsed[0] >= 0, "wall-clock time continues across the resume"
     straight = read_checkpoint(straight_run[0] / "checkpoint.pt")["model"]
     resumed = read_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["model"]
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
