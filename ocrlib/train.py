@@ -22,7 +22,6 @@ Config keys read here (defaults in TRAINING_DEFAULTS and DATA_DEFAULTS):
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import math
@@ -287,7 +286,7 @@ def all_reduce(value: float, device: torch.device, op=dist.ReduceOp.SUM) -> floa
 def train(config: dict, run_dir: str | Path, resume: bool = False, budget_min: float | None = None,
           progress: bool = True) -> dict:
     """Train the model of `config` into `run_dir`; returns the summary (also written to summary.json)."""
-    from ocrlib.data.dataset import BucketBatchSampler, FormulaDataset, collate, make_loader, seed_worker
+    from ocrlib.data.dataset import BucketBatchSampler, FormulaDataset, make_loader
     from ocrlib.data.sources import read_gt
     from ocrlib.models import DEFAULT_MAX_LEN, model_from_config
     from ocrlib.tokens import Vocab
@@ -341,11 +340,9 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, budget_min: f
                                  drop_last=world_size > 1, on_epoch=train_set.set_epoch)
     if world_size > 1:
         sampler = ShardedBatchSampler(sampler, rank, world_size)
-    # its own generator: creating an iterator must not draw from the global RNG (resume would drift)
-    loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=tcfg["num_workers"],
-                                         collate_fn=functools.partial(collate, pad_id=vocab.pad_id,
-                                                                      width_multiple=train_set.width_multiple),
-                                         generator=torch.Generator().manual_seed(seed), worker_init_fn=seed_worker)
+    # make_loader gives the loader its own generator: creating an iterator must not draw from the global
+    # RNG (resume would drift)
+    loader = make_loader(train_set, tcfg["batch_size"], seed=seed, num_workers=tcfg["num_workers"], batch_sampler=sampler)
     val_set = FormulaDataset(val_samples[: tcfg["val_samples"] or None], vocab, augment=None, **image_opts)
     val_loader = make_loader(val_set, tcfg["batch_size"], seed=0, shuffle=False)
 

@@ -301,10 +301,12 @@ def seed_worker(worker_id: int) -> None:
 
 
 def make_loader(dataset: FormulaDataset, batch_size: int, seed: int = 0, shuffle: bool = True, num_workers: int = 0,
-                drop_last: bool = False) -> DataLoader:
+                drop_last: bool = False, batch_sampler=None) -> DataLoader:
     """A DataLoader over length buckets; `loader.batch_sampler` has set_epoch / state_dict / load_state_dict
-    (set_epoch also moves the dataset's augmentation epoch)."""
-    sampler = BucketBatchSampler(dataset.lengths, batch_size, seed, shuffle, drop_last, on_epoch=dataset.set_epoch)
+    (set_epoch also moves the dataset's augmentation epoch). `batch_sampler` replaces the default bucket
+    sampler (e.g. one sharded across processes); the loader draws nothing from the global RNG either way."""
+    sampler = batch_sampler or BucketBatchSampler(dataset.lengths, batch_size, seed, shuffle, drop_last,
+                                                  on_epoch=dataset.set_epoch)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
                       collate_fn=partial(collate, pad_id=dataset.vocab.pad_id, width_multiple=dataset.width_multiple),
                       generator=torch.Generator().manual_seed(seed), worker_init_fn=seed_worker,
