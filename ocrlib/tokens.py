@@ -15,11 +15,12 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
-
-import torch
+from typing import TYPE_CHECKING, Iterable
 
 from ocrlib.errors import BadInput
+
+if TYPE_CHECKING:
+    import torch
 
 PAD, SOS, EOS, UNK = "<pad>", "<sos>", "<eos>", "<unk>"
 SPECIALS = (PAD, SOS, EOS, UNK)
@@ -433,6 +434,8 @@ class Vocab:
 
     def encode_batch(self, sequences: list[list[str]], max_len: int | None = None) -> torch.Tensor:
         """LongTensor (B, T): each row ids + eos, padded with pad; rows longer than max_len are cut (eos kept last)."""
+        import torch  # here, not at the top: tokenizing and rendering need no torch (a 2-5 s import)
+
         rows = [self.encode(seq) + [self.eos_id] for seq in sequences]
         if max_len is not None:
             rows = [r if len(r) <= max_len else r[: max_len - 1] + [self.eos_id] for r in rows]
