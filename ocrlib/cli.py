@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--beam", type=int, default=1)
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples of gt.txt")
+    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--out", default=None, help="write the results as JSON here")
 
     p = sub.add_parser("predict", help="print image<TAB>latex for images or folders")

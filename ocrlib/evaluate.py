@@ -151,17 +151,23 @@ def dataset_for(data, vocab, config: dict):
 
 
 def cli_eval(args) -> int:
-    """`python -m ocrlib eval --checkpoint C --data FOLDER [--beam K] [--out results.json]`."""
+    """`python -m ocrlib eval --checkpoint C --data FOLDER [--beam K] [--limit N] [--out results.json]`."""
+    from ocrlib.data.sources import read_gt
+
     device = select_device()
     model, vocab, config = load_checkpoint(args.checkpoint, device)
-    dataset = dataset_for(args.data, vocab, config)
-    results, frame = evaluate(model, dataset, vocab, beam=args.beam, constraints=bracket_constraint(config, vocab))
+    samples, bad_lines = read_gt(args.data)
+    for where, problem in bad_lines:
+        print(f"{Path(args.data) / where}: skipped ({problem})", file=sys.stderr)
+    dataset = dataset_for(samples[: args.limit], vocab, config)
+    results, frame = evaluate(model, dataset, vocab, beam=args.beam, batch_size=args.batch_size,
+                              constraints=bracket_constraint(config, vocab))
     print(report_tables(Path(args.data).name, results, frame))
     skipped = frame.attrs["n_skipped"]
     if skipped:
         print(f"{skipped} unreadable sample(s) skipped: {dict(getattr(dataset, 'skipped', {}))}", file=sys.stderr)
     if args.out:
-        payload = {"checkpoint": str(args.checkpoint), "data": str(args.data), "beam": args.beam,
+        payload = {"checkpoint": str(args.checkpoint), "data": str(args.data), "beam": args.beam, "limit": args.limit,
                    "results": results.as_dict(), "n_skipped": skipped,
                    "breakdowns": {by: breakdown(frame, by).to_dict(orient="index") for by in BREAKDOWNS}}
         Path(args.out).write_text(json.dumps(payload, indent=2) + "\n")

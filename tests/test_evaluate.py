@@ -117,8 +117,19 @@ def test_cli_predict_goes_on_past_a_bad_image(checkpoint, folder, tmp_path, caps
 
 def test_cli_eval_prints_tables_and_writes_json(checkpoint, folder, tmp_path, capsys):
     out = tmp_path / "results.json"
-    assert cli_eval(argparse.Namespace(checkpoint=str(checkpoint[0]), data=str(folder), beam=1, out=str(out))) == 0
+    args = argparse.Namespace(checkpoint=str(checkpoint[0]), data=str(folder), beam=1, out=str(out), limit=None,
+                              batch_size=4)
+    assert cli_eval(args) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("| data | n | SA | WER |") and "by renderer:" in printed
     payload = json.loads(out.read_text())
     assert payload["results"]["n"] == 8 and set(payload["breakdowns"]["renderer"]) == {"tex", "mathtext", "all"}
+
+
+def test_cli_eval_limit_takes_the_first_samples(checkpoint, folder, tmp_path):
+    out = tmp_path / "results.json"
+    args = argparse.Namespace(checkpoint=str(checkpoint[0]), data=str(folder), beam=1, out=str(out), limit=3,
+                              batch_size=32)
+    assert cli_eval(args) == 0
+    payload = json.loads(out.read_text())
+    assert payload["results"]["n"] == 3 and payload["limit"] == 3

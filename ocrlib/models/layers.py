@@ -309,6 +309,12 @@ class TransformerDecoder(nn.Module):
         self.sos_id = sos_id
         self.sample = sample  # scheduled sampling: sample predictions instead of argmax
         self.embed = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
+        # Embeddings start at std d_model^-0.5, so embed * sqrt(d_model) has unit scale like the sinusoids.
+        # (nn.Embedding's N(0, 1) start made tokens ~14x louder than positions at d_model 192: the
+        # decoder could not tell where it was and stalled at the language-model plateau.)
+        nn.init.normal_(self.embed.weight, std=d_model ** -0.5)
+        with torch.no_grad():
+            self.embed.weight[pad_id].zero_()
         self.scale = math.sqrt(d_model)
         self.pos = PositionalEncoding1D(d_model, max_len + 1)  # + 1: the sos position
         self.dropout = nn.Dropout(dropout)

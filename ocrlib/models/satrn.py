@@ -36,6 +36,7 @@ class SATRNConfig:
     heads: int = 6  # competition: 8
     head_dim: int | None = None  # per-head width; None = hidden // heads (competition: 37)
     stem_pools: int = 3  # stem downsampling 2^pools; 3 -> 1/8 (paper and competition: 2 -> 1/4)
+    stem_channels: int | None = None  # width of the stem's inner convs; None = hidden // 2 (the paper)
     dropout: float = 0.1
     locality_ff: bool = True  # locality-aware feed-forward in the encoder (False: plain MLP)
     adaptive_pe: bool = True  # A2DPE (False: plain 2D sinusoids)
@@ -48,7 +49,7 @@ class SATRN(Recognizer):
     def __init__(self, vocab_size: int, max_len: int, pad_id: int = 0, sos_id: int = 1, eos_id: int = 2, **config):
         super().__init__(vocab_size, max_len, pad_id, sos_id, eos_id, **config)
         c = self.config
-        self.stem = ShallowCNN(c.in_channels, c.hidden, pools=c.stem_pools)
+        self.stem = ShallowCNN(c.in_channels, c.hidden, c.stem_channels, pools=c.stem_pools)
         self.pos2d = Adaptive2DPositionalEncoding(c.hidden, adaptive=c.adaptive_pe, dropout=c.dropout)
         self.encoder = nn.ModuleList(
             TransformerEncoderLayer(c.hidden, c.heads, c.filter, c.dropout, c.head_dim, locality=c.locality_ff)
