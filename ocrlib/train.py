@@ -6,7 +6,7 @@
 
 A run folder holds config.yaml, metrics.jsonl (one line per log step), checkpoint.pt (written
 atomically), best.pt (best validation score), tokens.txt and summary.json. A checkpoint holds model,
-optimiser, AMP scaler, RNG states (python, numpy, torch, cuda), sampler position, step, config and
+optimiser, AMP scaler, RNG states of every rank (python, numpy, torch, cuda), sampler position, step, config and
 vocabulary tokens, all as tensors and plain values so it loads with torch.load(weights_only=True).
 Learning rate and teacher forcing are functions of the step (ocrlib.optim), so resuming from step s
 gives the same next loss as a run that never stopped (bit-identical on CPU).
@@ -371,7 +371,9 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, budget_min: f
         consumed = checkpoint["sampler"]["position"] // world_size
         best_val, last_val = checkpoint["best_val"], checkpoint["last_val"]
         elapsed_before = checkpoint["elapsed_s"]
-        set_rng_state(checkpoint["rng"])
+        # one state per rank of the saving run (a single dict in older checkpoints); another world size reuses them
+        rngs = checkpoint["rng"] if isinstance(checkpoint["rng"], list) else [checkpoint["rng"]]
+        set_rng_state(rngs[rank % len(rngs)])
         if master:
             _truncate_log(run_dir / LOG, step)
     else:
@@ -392,10 +394,10 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, budget_min: f
             sampler.set_epoch(sampler.epoch + 1)
             batches, consumed = iter(loader), 0
 
-    def checkpoint_state() -> dict:
+    def checkpoint_state(rng: list[dict]) -> dict:
         # the learning rate is get_lr(step): the step is the whole scheduler state
         return {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                "sampler": sampler.state_dict(position=consumed), "rng": rng_state(), "step": step,
+                "sampler": sampler.state_dict(position=consumed), "rng": rng, "step": step,
                 "best_score": best_score, "n_skipped": n_skipped, "best_val": best_val, "last_val": last_val,
                 "elapsed_s": elapsed_before + time.time() - started, "config": config, "vocab": vocab.tokens}
 
@@ -463,8 +465,13 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, budget_min: f
                                      "step": step, "val": last_val}, run_dir / BEST)
             with open(run_dir / LOG, "a") as log:
                 log.write(json.dumps(record) + "\n")
-        if master and (final or step % tcfg["checkpoint_every"] == 0):
-            save_checkpoint(checkpoint_state(), run_dir / CHECKPOINT)
+        if final or step % tcfg["checkpoint_every"] == 0:
+            rng = [rng_state()]  # every rank's generators, so each rank resumes its own dropout/sampling stream
+            if world_size > 1:
+                rng = [None] * world_size
+                dist.all_gather_object(rng, rng_state())
+            if master:
+                save_checkpoint(checkpoint_state(rng), run_dir / CHECKPOINT)
         if out_of_time:
             stop = "budget"
             break
