@@ -10,15 +10,15 @@ PROFILE ?= quick
 SEED ?= 0
 TEX_PACKAGES := texlive-latex-base dvipng preview-latex-style texlive-fonts-recommended
 
-.PHONY: help setup tex test reports data lab bench models clean
+.PHONY: help setup tex test test-fast reports data lab bench models clean
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-9s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON_SYS) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e '.[notebooks,dev]'
 	$(VENV)/bin/nbdime config-git --enable >/dev/null
 	touch $(STAMP)
 
@@ -32,8 +32,11 @@ tex: ## install real TeX (latex + dvipng) with apt-get when available; otherwise
 		|| echo "warning: apt-get could not install TeX; the TeX-typeset test set falls back to mathtext"; \
 	else echo "note: real TeX is not installed and apt-get is not usable here; the TeX-typeset test set falls back to mathtext"; fi
 
-test: setup ## run the tests (fast; real data from ../shared/data when present)
+test: setup ## run every test (real data from ../shared/data when present)
 	$(PY) -m pytest
+
+test-fast: setup ## the tests without those marked slow (notebook runs, multi-process training)
+	$(PY) -m pytest -m "not slow"
 
 reports: setup ## run every numbered notebook with papermill into reports/ (PROFILE=smoke|quick|full, SEED=0)
 	$(PY) -m ocrlib report --profile $(PROFILE) --seed $(SEED)

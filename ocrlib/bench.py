@@ -18,13 +18,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+import pandas as pd
 import torch
 
+from ocrlib.data.build import printed_corpus
 from ocrlib.data.render import render_dataset
-from ocrlib.data.render_tex import TexUnavailable, check_tex
-from ocrlib.data.sources import read_formula_list
-from ocrlib.data.synth import generate_formulas
-from ocrlib.paths import REPORTS_DIR, exam_formulas_file
+from ocrlib.data.render_tex import available_renderer
+from ocrlib.paths import REPORTS_DIR
+from ocrlib.tables import markdown_table
 
 
 @dataclass
@@ -32,14 +33,6 @@ class Case:
     name: str
     group: str  # "render", later "model", "decode"...
     run: Callable[[bool], dict]  # quick -> {"value": float, "unit": str, ...details}
-
-
-def _bench_formulas(n: int, seed: int = 0) -> tuple[list[str], str]:
-    """n formulas: the real exam corpus when it is beside the project, else the generator."""
-    path = exam_formulas_file()
-    if path is not None:
-        return read_formula_list(path)[:n], "exam corpus"
-    return generate_formulas(n, seed), "synth"
 
 
 def _cpu_seconds() -> float:
@@ -54,12 +47,10 @@ def render_throughput(renderer: str, workers: int, n: int) -> dict:
     On a shared machine wall-clock images/s depend on the others' load, so the result also gives the
     CPU time per image and what `workers` free cores would make of it (`cpu_bound_images_per_s`).
     """
-    if renderer == "tex":
-        try:
-            check_tex()
-        except TexUnavailable as err:
-            return {"value": float("nan"), "unit": "images/s", "renderer": renderer, "workers": workers, "skipped": str(err)}
-    formulas, corpus = _bench_formulas(n)
+    usable, note = available_renderer(renderer)
+    if usable != renderer:  # no TeX: skip, rather than time mathtext under TeX's name
+        return {"value": float("nan"), "unit": "images/s", "renderer": renderer, "workers": workers, "skipped": note}
+    formulas, corpus = printed_corpus(n, seed=0)
     with tempfile.TemporaryDirectory(prefix="ocrlib-bench-") as tmp:
         render_dataset(formulas[:min(50, n)], Path(tmp) / "warmup", renderer, workers=1, progress=False)
         load_before, cpu_before = os.getloadavg()[0], _cpu_seconds()
@@ -101,13 +92,12 @@ def environment() -> dict:
     }
 
 
-def markdown_table(cases: list[dict]) -> str:
-    """The results as a markdown table, one row a case."""
-    rows = ["| case | value | unit | details |", "|---|---:|---|---|"]
-    for case in cases:
-        details = ", ".join(f"{k}={v}" for k, v in case.items() if k not in ("name", "group", "value", "unit"))
-        rows.append(f"| {case['name']} | {case['value']:.1f} | {case['unit']} | {details} |")
-    return "\n".join(rows) + "\n"
+def cases_markdown(cases: list[dict]) -> str:
+    """The results as a markdown table, one row a case, its other keys gathered in a details column."""
+    rows = [{"case": case["name"], "value": case["value"], "unit": case["unit"],
+             "details": ", ".join(f"{k}={v}" for k, v in case.items() if k not in ("name", "group", "value", "unit"))}
+            for case in cases]
+    return markdown_table(pd.DataFrame(rows), floatfmt={"value": ".1f"}) + "\n"
 
 
 def run_cases(cases: list[Case], quick: bool = False) -> list[dict]:
@@ -132,6 +122,6 @@ def cli_bench(args) -> int:
     header = (f"# Benchmarks\n\n{env['date']} on {env['device']} ({env['cpu_count']} cores), torch {env['torch']}, "
               f"{env['torch_threads']} threads; load average at start {env['load_average']}"
               f"{' (quick)' if args.quick else ''}.\n\n")
-    (out / "bench.md").write_text(header + markdown_table(results))
+    (out / "bench.md").write_text(header + cases_markdown(results))
     print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
     return 0

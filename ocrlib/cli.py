@@ -1,4 +1,4 @@
-"""`python -m ocrlib render|train|eval|predict|models|bench|report`.
+"""The command line: `ocrlib render|train|eval|predict|models|bench|report` (or `python -m ocrlib ...`).
 
 This module only parses arguments; each command lives in the module that does the work
 (imported lazily so `--help` stays fast). Bad input ends with a one-line error and exit status 2.
@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import re
 import sys
 
 from ocrlib.errors import BadInput
+
+# Packages of the `notebooks` extra (pip install 'ocrlib[notebooks]'), not of the runtime.
+NOTEBOOK_PACKAGES = {"papermill", "nbconvert", "nbformat", "nbclient", "jupyter_client", "ipykernel", "ipywidgets"}
 
 # command -> (module, function); each function takes the parsed args and returns an exit status.
 COMMANDS = {
@@ -17,14 +22,36 @@ COMMANDS = {
     "train": ("ocrlib.train", "cli_train"),
     "eval": ("ocrlib.evaluate", "cli_eval"),
     "predict": ("ocrlib.evaluate", "cli_predict"),
-    "models": ("ocrlib.models", "cli_models"),
+    "models": ("ocrlib.models.catalog", "cli_models"),
     "bench": ("ocrlib.bench", "cli_bench"),
     "report": ("ocrlib.reports", "cli_report"),
 }
 
 
+def prog_name(argv0: str | None = None) -> str:
+    """How the command was invoked: `ocrlib` for the console script, `python -m ocrlib` otherwise (-m, torchrun)."""
+    name = os.path.basename(sys.argv[0] if argv0 is None else argv0)
+    return "ocrlib" if re.fullmatch(r"ocrlib(\.exe|-script\.pyw?)?", name) else "python -m ocrlib"
+
+
+def version() -> str:
+    """The installed distribution's version; the pyproject.toml version for a checkout that is not installed."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("ocrlib")
+    except PackageNotFoundError:
+        from ocrlib.paths import PROJECT_ROOT
+
+        found = re.search(r'^version\s*=\s*"([^"]+)"', (PROJECT_ROOT / "pyproject.toml").read_text(), re.M)
+        return found.group(1) if found else "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ocrlib", description=__doc__.splitlines()[0])
+    prog = prog_name()
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"ocrlib {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("render", help="typeset formulas into a competition-layout data set")
@@ -41,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="model name (satrn, aster, attention, srn, cstr) or a YAML path")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. training.lr=3e-4 (repeatable)")
-    p.add_argument("--profile", default=None, help="smoke | quick | full (config profile section)")
+    p.add_argument("--preset", default=None,
+                   help="a named section of the model's YAML: smoke | quick | full (budgets), competition, paper...")
     p.add_argument("--run-dir", default=None, help="run folder (default runs/<model>-<hash>)")
     p.add_argument("--resume", action="store_true", help="continue from run-dir/checkpoint.pt")
     p.add_argument("--budget-min", type=float, default=None, help="stop after this many wall-clock minutes")
@@ -49,15 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a checkpoint on a competition-layout folder")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True)
-    p.add_argument("--beam", type=int, default=1)
+    p.add_argument("--beam", type=int, default=None, help="beam width (default: the checkpoint's decoding.beam)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples of gt.txt")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--out", default=None, help="write the results as JSON here")
 
-    p = sub.add_parser("predict", help="print image<TAB>latex for images or folders")
+    p = sub.add_parser("predict", help="print image<TAB>latex (or JSON lines) for images or folders")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("--beam", type=int, default=1)
+    p.add_argument("--beam", type=int, default=None, help="beam width (default: the checkpoint's decoding.beam)")
+    p.add_argument("--format", choices=("tsv", "jsonl"), default="tsv",
+                   help="tsv: path<TAB>latex a line (refuses paths with a tab or newline); "
+                        'jsonl: {"path", "latex", "tokens"} a line')
 
     sub.add_parser("models", help="table of the registered models and their parameter counts")
 
@@ -75,9 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     module_name, func_name = COMMANDS[args.command]
-    func = getattr(importlib.import_module(module_name), func_name)
     try:
+        func = getattr(importlib.import_module(module_name), func_name)
         return int(func(args) or 0)
     except (BadInput, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] not in NOTEBOOK_PACKAGES:
+            raise
+        print(f"error: `{prog_name()} {args.command}` needs the notebook packages ({err.name} is not installed): "
+              "pip install 'ocrlib[notebooks]'", file=sys.stderr)
         return 2

@@ -1,16 +1,15 @@
-"""Evaluate a recogniser on a data set, load checkpoints safely, and the `eval` / `predict` commands.
+"""Evaluate a recogniser on a data set, and the `eval` / `predict` commands.
 
 `evaluate` returns aggregate `Results` (ocrlib.metrics) and a per-sample DataFrame that the notebooks
-slice for breakdowns and error analysis. Checkpoints are read with `torch.load(weights_only=True)`:
-they hold tensors and plain Python values only (weights, vocabulary tokens, config), so loading a
-checkpoint never runs code from the file.
+slice for breakdowns and error analysis. Checkpoints are read by ocrlib.checkpoints (weights_only=True).
+A checkpoint's `decoding:` section (beam, length_penalty, brackets) is how it decodes unless a flag says
+otherwise.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import pickle
-import re
 import sys
 from pathlib import Path
 
@@ -19,6 +18,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from ocrlib.checkpoints import load_checkpoint
+from ocrlib.config import DecodingConfig, RunConfig
 from ocrlib.errors import BadInput
 from ocrlib.metrics import (Results, aspect_bucket, breakdown, edit_distance, length_bucket, markdown_table,
                             results_of, token_wer)
@@ -39,48 +40,6 @@ def select_device(name: str = "auto") -> torch.device:
     return device
 
 
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """torch.load(weights_only=True) with one-line BadInput errors for missing, unsafe and corrupt files."""
-    path = Path(path)
-    if not path.is_file():
-        raise BadInput(path, "no such checkpoint file")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if unsafe:
-            raise BadInput(path, f"refused: the checkpoint holds a pickled Python object ({unsafe.group(1)}), "
-                                 "not only tensors and plain values (loaded with weights_only=True)") from err
-        raise BadInput(path, "corrupt checkpoint (not a torch.save file)") from err
-    except Exception as err:  # torch reports damaged files as RuntimeError, EOFError, KeyError...
-        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
-        raise BadInput(path, f"corrupt or truncated checkpoint ({reason})") from err
-    if not isinstance(state, dict):
-        raise BadInput(path, f"not an ocrlib checkpoint (holds a {type(state).__name__}, not a dict)")
-    return state
-
-
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
-    """A checkpoint written by `ocrlib.train` -> (model in eval mode, Vocab, config dict)."""
-    from ocrlib.models import model_from_config
-    from ocrlib.tokens import Vocab
-
-    state = read_checkpoint(path, device)
-    missing = [key for key in ("model", "vocab", "config") if key not in state]
-    if missing:
-        raise BadInput(path, f"not an ocrlib checkpoint (no {', '.join(missing)})")
-    vocab = Vocab(state["vocab"])
-    try:
-        model = model_from_config(state["config"], len(vocab), pad_id=vocab.pad_id, sos_id=vocab.sos_id,
-                                  eos_id=vocab.eos_id)
-        model.load_state_dict(state["model"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise BadInput(path, f"its config does not describe a model ({err})") from err
-    except RuntimeError as err:
-        raise BadInput(path, f"weights do not fit the model of its config ({str(err).splitlines()[0]})") from err
-    return model.to(device).eval(), vocab, state["config"]
-
-
 def _aspect(path: str) -> float:
     """Width / height read from the image header (cheap), NaN when unreadable."""
     try:
@@ -91,25 +50,30 @@ def _aspect(path: str) -> float:
 
 
 @torch.no_grad()
-def evaluate(model, data, vocab, beam: int = 1, max_len: int | None = None, batch_size: int = 32,
-             constraints=None) -> tuple[Results, pd.DataFrame]:
+def evaluate(model, data, vocab, decoding: DecodingConfig | None = None, max_len: int | None = None,
+             batch_size: int = 32, progress: bool = False) -> tuple[Results, pd.DataFrame]:
     """Decode every sample of a DataLoader or FormulaDataset and compare with the ground truth.
+
+    decoding: beam width, length penalty and bracket constraint (default: greedy, unconstrained).
 
     The ground truth is the sample's own token list when the dataset keeps its samples (so a token
     missing from the vocabulary counts as an error, not as a matching <unk>), else the decoded target.
     Returns Results and one row per sample (COLUMNS); frame.attrs["n_skipped"] counts unreadable samples.
+    `progress`: a progress bar over the batches on stderr.
     """
+    from tqdm.auto import tqdm
+
     from ocrlib.data.dataset import make_loader
 
     loader = data if isinstance(data, DataLoader) else make_loader(data, batch_size, seed=0, shuffle=False)
     device = next(model.parameters()).device
     samples = {str(s.image): s for s in getattr(loader.dataset, "samples", [])}
-    rows, n_skipped = [], 0
-    for batch in loader:
+    rows, n_skipped, options = [], 0, decode_options(decoding or DecodingConfig(), vocab)
+    for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress, file=sys.stderr):
         n_skipped += batch["n_skipped"]
         if not batch["paths"]:
             continue
-        out = model.decode(batch["images"].to(device), max_len=max_len, beam=beam, constraints=constraints)
+        out = model.decode(batch["images"].to(device), max_len=max_len, **options)
         for path, pred_ids, target_ids in zip(batch["paths"], out.tokens.tolist(), batch["targets"].tolist()):
             sample = samples.get(str(path))
             gt = list(sample.tokens) if sample else vocab.decode(target_ids)
@@ -124,11 +88,19 @@ def evaluate(model, data, vocab, beam: int = 1, max_len: int | None = None, batc
     return results_of(frame), frame
 
 
-def bracket_constraint(config: dict, vocab):
-    """The decoding.brackets option of a config as a BracketConstraint (None when off)."""
+def decode_options(decoding: DecodingConfig, vocab) -> dict:
+    """A DecodingConfig as keyword arguments of Recognizer.decode (beam, length_penalty, constraints)."""
     from ocrlib.decoding import BracketConstraint
 
-    return BracketConstraint(vocab.tokens, vocab.eos_id) if config.get("decoding", {}).get("brackets") else None
+    constraints = BracketConstraint(vocab.tokens, vocab.eos_id) if decoding.brackets else None
+    return {"beam": decoding.beam, "length_penalty": decoding.length_penalty, "constraints": constraints}
+
+
+def decoding_with(config: RunConfig, beam: int | None) -> DecodingConfig:
+    """The config's decoding options, with the beam width of a command-line flag when one was given."""
+    if beam is not None and beam < 1:
+        raise BadInput("--beam", f"must be at least 1, got {beam}")
+    return config.decoding if beam is None else dataclasses.replace(config.decoding, beam=beam)
 
 
 def report_tables(name: str, results: Results, frame: pd.DataFrame) -> str:
@@ -139,19 +111,17 @@ def report_tables(name: str, results: Results, frame: pd.DataFrame) -> str:
     return "\n".join(parts)
 
 
-def dataset_for(data, vocab, config: dict):
+def dataset_for(data, vocab, config: RunConfig):
     """A competition-layout folder (or a list of Samples) as the model of `config` sees it: its image size,
     no augmentation."""
     from ocrlib.data.dataset import FormulaDataset
 
-    data_cfg = config.get("data", {})
-    return FormulaDataset(data, vocab, height=data_cfg.get("height", 128), width=data_cfg.get("width", 128),
-                          augment=None, vertical_fix=data_cfg.get("vertical_fix", True),
-                          channels=data_cfg.get("channels", 1))
+    return FormulaDataset.for_config(data, vocab, config.data)
 
 
 def cli_eval(args) -> int:
-    """`python -m ocrlib eval --checkpoint C --data FOLDER [--beam K] [--limit N] [--out results.json]`."""
+    """`ocrlib eval --checkpoint C --data FOLDER [--beam K] [--limit N] [--out results.json]`; without --beam,
+    the checkpoint's decoding options."""
     from ocrlib.data.sources import read_gt
 
     device = select_device()
@@ -160,14 +130,15 @@ def cli_eval(args) -> int:
     for where, problem in bad_lines:
         print(f"{Path(args.data) / where}: skipped ({problem})", file=sys.stderr)
     dataset = dataset_for(samples[: args.limit], vocab, config)
-    results, frame = evaluate(model, dataset, vocab, beam=args.beam, batch_size=args.batch_size,
-                              constraints=bracket_constraint(config, vocab))
+    decoding = decoding_with(config, args.beam)
+    results, frame = evaluate(model, dataset, vocab, decoding, batch_size=args.batch_size, progress=True)
     print(report_tables(Path(args.data).name, results, frame))
     skipped = frame.attrs["n_skipped"]
     if skipped:
         print(f"{skipped} unreadable sample(s) skipped: {dict(getattr(dataset, 'skipped', {}))}", file=sys.stderr)
     if args.out:
-        payload = {"checkpoint": str(args.checkpoint), "data": str(args.data), "beam": args.beam, "limit": args.limit,
+        payload = {"checkpoint": str(args.checkpoint), "data": str(args.data), "decoding": dataclasses.asdict(decoding),
+                   "limit": args.limit,
                    "results": results.as_dict(), "n_skipped": skipped,
                    "breakdowns": {by: breakdown(frame, by).to_dict(orient="index") for by in BREAKDOWNS}}
         Path(args.out).write_text(json.dumps(payload, indent=2) + "\n")
@@ -185,15 +156,42 @@ def image_files(inputs: list[str]) -> list[Path]:
     return files
 
 
+PREDICT_FORMATS = ("tsv", "jsonl")
+
+
+def tsv_problem(path: Path) -> str | None:
+    """Why `path` cannot be written as the first column of a tsv line (None when it can)."""
+    text = str(path)
+    if any(c in text for c in "\t\n\r"):
+        return "its name holds a tab or line break, which tsv cannot hold; use --format jsonl"
+    try:  # as print would write it: a name with undecodable bytes, or outside a non-UTF-8 stdout's charset
+        text.encode(getattr(sys.stdout, "encoding", None) or "utf-8", getattr(sys.stdout, "errors", None) or "strict")
+    except (UnicodeEncodeError, LookupError):
+        return f"its name cannot be written in {sys.stdout.encoding}; use --format jsonl"
+    return None
+
+
+def prediction_line(path: Path, tokens: list[str], fmt: str = "tsv") -> str:
+    """One output line of `predict`: `path<TAB>latex` (tsv) or {"path", "latex", "tokens"} as JSON (jsonl)."""
+    from ocrlib.tokens import join
+
+    if fmt == "jsonl":
+        return json.dumps({"path": str(path), "latex": join(tokens), "tokens": list(tokens)})
+    return f"{path}\t{join(tokens)}"
+
+
 def cli_predict(args) -> int:
-    """Print `image<TAB>latex` per image; an unusable image gets one line on stderr and the rest go on.
+    """Print `image<TAB>latex` (--format tsv) or one JSON object (--format jsonl) per image; an unusable image
+    (or a file name tsv cannot hold) gets one line on stderr and the rest go on.
 
     Exit status: 0 all recognised, 1 some failed, 2 none recognised.
     """
     from ocrlib.data.dataset import load_gray
     from ocrlib.data.sources import Sample
-    from ocrlib.tokens import join
 
+    fmt = getattr(args, "format", "tsv")
+    if fmt not in PREDICT_FORMATS:
+        raise BadInput(fmt, f"unknown output format (one of {', '.join(PREDICT_FORMATS)})")
     device = select_device()
     model, vocab, config = load_checkpoint(args.checkpoint, device)
     files = image_files(args.inputs)
@@ -202,14 +200,18 @@ def cli_predict(args) -> int:
         return 2
     # the images as an unlabelled data set: the same preprocessing as in training (vertical fix, resize)
     dataset = dataset_for([Sample(path, []) for path in files], vocab, config)
-    constraints, n_ok = bracket_constraint(config, vocab), 0
+    options, n_ok = decode_options(decoding_with(config, args.beam), vocab), 0
     for path in files:
+        problem = tsv_problem(path) if fmt == "tsv" else None
+        if problem:  # the name, escaped, keeps the error on one line
+            print(f"error: {json.dumps(str(path))}: {problem}", file=sys.stderr)
+            continue
         try:
             image = dataset.preprocess(load_gray(path))  # (C, H, W)
         except BadInput as err:
             print(f"error: {err}", file=sys.stderr)
             continue
-        out = model.decode(image.unsqueeze(0).to(device), beam=args.beam, constraints=constraints)  # tokens (1, L)
-        print(f"{path}\t{join(vocab.decode(out.tokens[0].tolist()))}", flush=True)
+        out = model.decode(image.unsqueeze(0).to(device), **options)  # tokens (1, L)
+        print(prediction_line(path, vocab.decode(out.tokens[0].tolist()), fmt), flush=True)
         n_ok += 1
     return 0 if n_ok == len(files) else (1 if n_ok else 2)

@@ -7,32 +7,58 @@
 
 `Results` keeps sums, not rates, so results of several batches or data sets aggregate by sample count
 (parseq's `_aggregate_results`). Breakdowns group a per-sample DataFrame (see `ocrlib.evaluate`) by
-length bucket, source, renderer or aspect-ratio bucket.
+length bucket, source, renderer or aspect-ratio bucket. For error analysis, `token_confusion` counts
+which true token the edit-distance alignment substitutes by which predicted one.
 """
 from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from dataclasses import asdict, astuple, dataclass
 from typing import Iterable, Sequence
 
+import numpy as np
 import pandas as pd
+
+from ocrlib import tables
 
 LENGTH_EDGES = (10, 20, 40, 80)         # ground-truth token counts; the last bucket is open
 ASPECT_EDGES = (2.0, 4.0, 8.0, 16.0)    # image width / height
 
 
+def _edit_table(a: Sequence, b: Sequence) -> list[list[int]]:
+    """table[i][j]: Levenshtein distance of a[:i] and b[:j]; kept whole so that an alignment can be traced back."""
+    table = [list(range(len(b) + 1))]
+    for i, x in enumerate(a, 1):
+        row = [i]
+        for j, y in enumerate(b, 1):
+            row.append(min(table[i - 1][j] + 1, row[j - 1] + 1, table[i - 1][j - 1] + (x != y)))
+        table.append(row)
+    return table
+
+
 def edit_distance(a: Sequence, b: Sequence) -> int:
     """Levenshtein distance between two token sequences (insert, delete, substitute each cost 1)."""
-    if len(a) < len(b):
-        a, b = b, a
-    previous = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        current = [i]
-        for j, y in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
-        previous = current
-    return previous[-1]
+    return _edit_table(a, b)[-1][-1]
+
+
+def substitutions(pred: Sequence, gt: Sequence) -> list[tuple]:
+    """(true, predicted) token pairs that a minimal edit-distance alignment substitutes, in order.
+
+    Traces the table back from the end, preferring match/substitution over insertion/deletion on ties.
+    """
+    table, i, j, pairs = _edit_table(gt, pred), len(gt), len(pred), []
+    while i and j:
+        if table[i][j] == table[i - 1][j - 1] + (gt[i - 1] != pred[j - 1]):
+            if gt[i - 1] != pred[j - 1]:
+                pairs.append((gt[i - 1], pred[j - 1]))
+            i, j = i - 1, j - 1
+        elif table[i][j] == table[i - 1][j] + 1:
+            i -= 1  # gt token deleted
+        else:
+            j -= 1  # pred token inserted
+    return pairs[::-1]
 
 
 def token_wer(pred: Sequence, gt: Sequence) -> float:
@@ -154,21 +180,45 @@ def _bucket_order(label: str) -> tuple[float, str]:
 def breakdown(frame: pd.DataFrame, by: str) -> pd.DataFrame:
     """One row per value of column `by` (e.g. length_bucket, source, renderer, aspect_bucket) plus 'all'."""
     groups = {str(key): group for key, group in frame.groupby(by)}
-    rows = {key: results_of(groups[key]).summary() for key in sorted(groups, key=_bucket_order)}
-    rows["all"] = results_of(frame).summary()
-    table = pd.DataFrame.from_dict(rows, orient="index")
+    rows = {key: results_of(groups[key]) for key in sorted(groups, key=_bucket_order)}
+    table = results_frame({**rows, "all": results_of(frame)})
     table.index.name = by
     return table
 
 
+def results_frame(rows: dict[str, Results]) -> pd.DataFrame:
+    """Named Results as a frame, one row each (index 'data'), columns as in `Results.summary`."""
+    frame = pd.DataFrame.from_dict({name: r.summary() for name, r in rows.items()}, orient="index")
+    frame.index.name = "data"
+    return frame
+
+
 def markdown_table(rows: dict[str, Results] | pd.DataFrame) -> str:
-    """A markdown table of named Results (or of a breakdown frame), one row each."""
-    if isinstance(rows, dict):
-        rows = pd.DataFrame.from_dict({name: r.summary() for name, r in rows.items()}, orient="index")
-        rows.index.name = "data"
-    header = [rows.index.name or ""] + [str(c) for c in rows.columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for name, *values in rows.itertuples(name=None):  # per-column types survive (n stays an int)
-        cells = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in values]
-        lines.append("| " + " | ".join([str(name)] + cells) + " |")
-    return "\n".join(lines)
+    """A markdown table of named Results (or of a breakdown frame), one row each, rates to 4 decimals."""
+    frame = results_frame(rows) if isinstance(rows, dict) else rows
+    return tables.markdown_table(frame, index=True, floatfmt=".4f")
+
+
+def token_confusion(frame: pd.DataFrame, top_k: int = 20) -> pd.DataFrame:
+    """Substitution counts of a per-sample frame (columns gt and pred: space-separated tokens), for a heat map.
+
+    Rows are true tokens, columns predicted ones, both the top_k tokens that take part in the most
+    substitutions (all ~260 tokens would make an unreadable map). The diagonal is 0: a substitution
+    always changes its token.
+    """
+    from sklearn.metrics import confusion_matrix  # here, not at the top: importing sklearn costs a second
+
+    pairs = [pair for gt, pred in zip(frame["gt"].fillna(""), frame["pred"].fillna(""))
+             for pair in substitutions(pred.split(), gt.split())]
+    labels = [token for token, _ in Counter(token for pair in pairs for token in pair).most_common(top_k)]
+    kept = [(t, p) for t, p in pairs if t in labels and p in labels]
+    matrix = (confusion_matrix([t for t, _ in kept], [p for _, p in kept], labels=labels) if kept
+              else np.zeros((len(labels), len(labels)), dtype=int))  # sklearn refuses empty label lists
+    return pd.DataFrame(matrix, index=pd.Index(labels, name="true"), columns=pd.Index(labels, name="predicted"))
+
+
+def most_confused(confusion: pd.DataFrame, n: int = 10) -> pd.DataFrame:
+    """The n largest cells of a `token_confusion` frame, as rows (true, predicted, count)."""
+    cells = confusion.stack().rename("count").reset_index()
+    cells = cells[cells["count"] > 0].sort_values("count", ascending=False, kind="stable")
+    return cells.head(n).reset_index(drop=True)

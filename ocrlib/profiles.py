@@ -1,7 +1,10 @@
-"""Run profiles: how much data and training each of `smoke`, `quick` and `full` means.
+"""Run profiles: how big a report run is (`make reports PROFILE=...`, notebook parameter `profile`).
 
 smoke: every notebook end to end in minutes (tests, CI). quick: the whole report set in about an hour
 on a 2-core CPU (the default of `make reports`). full: the real study, budgets in wall-clock minutes.
+
+A profile fixes how much data is built and which *preset* of each model's YAML (ocrlib.config) is
+trained; the preset holds that model's budget (steps, wall-clock minutes, batch size).
 """
 from __future__ import annotations
 
@@ -15,16 +18,19 @@ class Profile:
     tex_test: int              # formulas of the test split typeset by real TeX (the shifted test set)
     handwritten: int           # handwritten expressions (CROHME ink, or pseudo-ink without CROHME)
     eda_formulas: int          # formulas compared in the EDA notebook (real vs generated)
-    # Training budgets live with each model: the `profiles:` section of ocrlib/configs/<model>.yaml.
+    preset: str                # the model YAML preset trained at this profile (its steps and minutes)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 PROFILES = {
-    "smoke": Profile("smoke", printed_formulas=300, tex_test=40, handwritten=60, eda_formulas=2000),
-    "quick": Profile("quick", printed_formulas=12000, tex_test=500, handwritten=1500, eda_formulas=93509),
-    "full": Profile("full", printed_formulas=93509, tex_test=3000, handwritten=7956, eda_formulas=93509),
+    "smoke": Profile("smoke", printed_formulas=300, tex_test=40, handwritten=60, eda_formulas=2000,
+                     preset="smoke"),
+    "quick": Profile("quick", printed_formulas=12000, tex_test=500, handwritten=1500, eda_formulas=93509,
+                     preset="quick"),
+    "full": Profile("full", printed_formulas=93509, tex_test=3000, handwritten=7956, eda_formulas=93509,
+                    preset="full"),
 }
 
 

@@ -4,6 +4,7 @@ A notebook may ask to be run once per value of a parameter through its metadata,
 `"ocrlib": {"matrix": {"model": ["satrn", "aster"]}}` runs it once per model as `10_train_satrn`.
 A failing notebook is marked failed in the index (with where it failed); the others still run, and
 `run_reports` reports the failure through its return value (the CLI exits non-zero).
+Progress (a bar of cells per notebook, then its status) goes to stderr; stdout only gets the final result.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import datetime as dt
 import html
 import json
 import platform
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -84,14 +86,17 @@ def _to_html(nb, path: Path) -> None:
     path.write_text(body, encoding="utf-8")
 
 
-def run_one(run: NotebookRun, profile: str, seed: int, out_dir: Path) -> NotebookRun:
+def run_one(run: NotebookRun, profile: str, seed: int, out_dir: Path, progress: str | None = None) -> NotebookRun:
+    """Execute one notebook into out_dir (ipynb + HTML); `progress`: label of a tqdm bar of cells on stderr."""
     import papermill as pm
 
     out_ipynb = out_dir / f"{run.name}.ipynb"
     params = {"profile": profile, "seed": seed, **run.parameters}
     start = time.perf_counter()
     try:
-        pm.execute_notebook(str(run.notebook), str(out_ipynb), parameters=params, progress_bar=False,
+        pm.execute_notebook(str(run.notebook), str(out_ipynb), parameters=params,
+                            progress_bar={"desc": progress, "file": sys.stderr, "leave": True} if progress else False,
+                            stderr_file=sys.stderr if progress else None,  # cells' progress lines (training)
                             cwd=str(run.notebook.parent), report_mode=False)
         run.status = "ok"
     except pm.PapermillExecutionError as err:
@@ -133,16 +138,17 @@ device {html.escape(device_description())} · {sum(r.status == 'ok' for r in run
 
 
 def run_reports(profile: str = "quick", seed: int = 0, only: list[str] | None = None,
-                notebooks_dir: Path = NOTEBOOKS_DIR, out_dir: Path = REPORTS_DIR) -> list[NotebookRun]:
+                notebooks_dir: Path = NOTEBOOKS_DIR, out_dir: Path = REPORTS_DIR,
+                progress: bool = True) -> list[NotebookRun]:
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = planned_runs(notebooks_dir, only)
     if not runs:
         raise FileNotFoundError(f"{notebooks_dir}: no numbered notebooks to run")
     kept = _earlier_runs(out_dir, profile, {r.name for r in runs}) if only else []
     for i, run in enumerate(runs, 1):
-        print(f"[{i}/{len(runs)}] {run.name} ...", flush=True)
-        run_one(run, profile, seed, out_dir)
-        print(f"[{i}/{len(runs)}] {run.name}: {run.status} in {run.seconds:.0f} s {run.error}", flush=True)
+        label = f"[{i}/{len(runs)}] {run.name}"
+        run_one(run, profile, seed, out_dir, progress=label if progress else None)
+        print(f"{label}: {run.status} in {run.seconds:.0f} s {run.error}".rstrip(), file=sys.stderr, flush=True)
         # The index is current after every notebook; with --only it keeps the other notebooks' earlier runs.
         write_index(sorted(kept + runs[:i], key=lambda r: r.name), profile, seed, out_dir)
     return runs
@@ -164,5 +170,5 @@ def cli_report(args) -> int:
     failed = [r for r in runs if r.status != "ok"]
     print(f"reports written to {REPORTS_DIR}/index.html")
     for r in failed:
-        print(f"FAILED {r.name}: {r.error}")
+        print(f"FAILED {r.name}: {r.error}", file=sys.stderr)
     return 1 if failed else 0

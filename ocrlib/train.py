@@ -1,23 +1,18 @@
 """Train a recogniser: one readable loop (nanoGPT's train.py), checkpoints that resume exactly, run logs.
 
-    summary = train(config, "runs/satrn-smoke")            # config = ocrlib.models.load_config("satrn", "smoke")
-    python -m ocrlib train --config satrn --profile smoke --set training.lr=3e-4
+    summary = train(load_config("satrn", preset="smoke"), "runs/satrn-smoke")
+    ocrlib train --config satrn --preset smoke --set training.lr=3e-4
     torchrun --nproc_per_node 2 -m ocrlib train --config satrn   # DDP: gloo on CPU, NCCL on GPU
 
 A run folder holds config.yaml, metrics.jsonl (one line per log step), checkpoint.pt (written
 atomically), best.pt (best validation score), tokens.txt and summary.json. A checkpoint holds model,
-optimiser, AMP scaler, RNG states of every rank (python, numpy, torch, cuda), sampler position, step, config and
-vocabulary tokens, all as tensors and plain values so it loads with torch.load(weights_only=True).
-Learning rate and teacher forcing are functions of the step (ocrlib.optim), so resuming from step s
-gives the same next loss as a run that never stopped (bit-identical on CPU).
+optimiser, AMP scaler, sampler position, the TrainState (step, best score, RNG states of every rank...),
+config and vocabulary, as tensors and plain values (ocrlib.checkpoints). Learning rate and teacher
+forcing are functions of the step (ocrlib.optim), so resuming from step s gives the same next loss as
+a run that never stopped (bit-identical on CPU). Ctrl-C saves a checkpoint at the end of the current
+step and stops (`--resume` continues); a second Ctrl-C stops at once.
 
-Config keys read here (defaults in TRAINING_DEFAULTS and DATA_DEFAULTS):
-    model.name + model fields (ocrlib.models)
-    model.max_len: longer training targets are skipped (counted as "too long")
-    data.train / data.val (competition-layout folders), else data.source: synth (+ synth_n, synth_seed,
-        renderer, val_fraction); data.vocab (tokens.txt; default: built from the training labels);
-        data.height, width, augment, vertical_fix, channels
-    training.* : see TRAINING_DEFAULTS (keys a model YAML leaves out take these values)
+What the config's sections mean: ocrlib.config (DataConfig, TrainingConfig).
 """
 from __future__ import annotations
 
@@ -27,71 +22,37 @@ import json
 import math
 import os
 import random
-import shutil
+import signal
+import sys
+import threading
 import time
-from pathlib import Path, PurePath
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
+from ocrlib.checkpoints import read_checkpoint, save_checkpoint
+from ocrlib.config import DataConfig, RunConfig, TrainingConfig, load_config
 from ocrlib.errors import BadInput
-from ocrlib.evaluate import evaluate, read_checkpoint, select_device
+from ocrlib.evaluate import evaluate, select_device
 from ocrlib.losses import bracket_ids, bracket_penalty
 from ocrlib.optim import build_optimizer, get_lr, get_tf_ratio
-from ocrlib.paths import DATA_DIR, RUNS_DIR
+from ocrlib.paths import RUNS_DIR
 
-TRAINING_DEFAULTS = {
-    "seed": 0,                 # data order, augmentation and initialisation
-    "max_steps": 1000,         # optimiser steps (each over grad_accum micro-batches)
-    "budget_min": None,        # stop after this many wall-clock minutes, setup included (the argument wins)
-    "batch_size": 16,          # per process
-    "grad_accum": 1,           # micro-batches per optimiser step
-    "optimizer": "adamw",      # adam | adamw | adadelta | adamp
-    "lr": 3e-4,
-    "weight_decay": 0.0,
-    "betas": [0.9, 0.999],
-    "lr_schedule": "cosine",   # constant | cosine | onecycle | step
-    "warmup_steps": 0,
-    "min_lr": 0.0,             # cosine floor
-    "lr_step_size": 1000,      # step schedule: multiply by lr_gamma every lr_step_size steps
-    "lr_gamma": 0.5,
-    "grad_clip": 1.0,          # max gradient norm after accumulation; 0 = off
-    "label_smoothing": 0.0,
-    "bracket_penalty": 0.0,    # weight of ocrlib.losses.bracket_penalty; 0 = off
-    "tf_schedule": "linear",   # teacher forcing: constant (tf_ratio_start) | step (tf_values) | linear
-    "tf_ratio_start": 1.0,     # linear: from tf_ratio_start to tf_ratio_end over training
-    "tf_ratio_end": 1.0,
-    "tf_values": [0.5, 0.4, 0.3],  # step schedule, over equal parts of training (the team's)
-    "log_every": 10,           # steps between metrics.jsonl lines
-    "eval_every": 200,         # steps between validations (0: only at the end)
-    "checkpoint_every": 200,   # steps between checkpoint.pt writes (and always at the end)
-    "val_samples": 500,        # validation images used during training (0: all)
-    "amp": True,               # mixed precision on CUDA (bf16 when supported, else fp16); never on CPU
-    "num_workers": 0,          # DataLoader workers
-    "device": "auto",          # auto | cpu | cuda | cuda:1 ...
-    "find_unused_parameters": False,  # DDP: set for models with branches unused in some steps
-}
-DATA_DEFAULTS = {"train": None, "val": None, "vocab": None, "source": "synth", "synth_n": 1000, "synth_seed": 0,
-                 "renderer": "mathtext", "val_fraction": 0.1, "height": 128, "width": 128, "augment": "none",
-                 "vertical_fix": True, "channels": 1}
 SUMMARY, CHECKPOINT, BEST, LOG = "summary.json", "checkpoint.pt", "best.pt", "metrics.jsonl"
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training, after the checkpoint of the last finished step was saved."""
+
+
 # ---------------------------------------------------------------- run identity and data
-def plain_config(config: dict) -> dict:
-    """The config as JSON/YAML-plain values (tuples become lists, paths strings), as checkpoints need."""
-    def encode(value):
-        if isinstance(value, PurePath):
-            return str(value)
-        raise BadInput("config", f"{value!r} is not a plain value (numbers, strings, lists, dicts only)")
-
-    return json.loads(json.dumps(config, default=encode))
-
-
 def data_fingerprint(*folders: str | Path) -> str:
     """Hash of the labels and of the image names and sizes of competition-layout folders (cheap: no pixels)."""
     digest = hashlib.sha1()
@@ -105,61 +66,32 @@ def data_fingerprint(*folders: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def run_id(config: dict, fingerprint: str) -> str:
+def run_id(config: RunConfig, fingerprint: str) -> str:
     """'<model>-<hash of config and data>': the same config on the same data names the same run."""
-    text = json.dumps(plain_config(config), sort_keys=True) + fingerprint
-    return f"{config['model']['name']}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
+    text = json.dumps(config.to_dict(), sort_keys=True) + fingerprint
+    return f"{config.name}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
 
 
-def prepare_data(data_cfg: dict, progress: bool = True) -> tuple[Path, Path]:
+def prepare_data(data: DataConfig, progress: bool = True) -> tuple[Path, Path]:
     """The train and val folders: data.train/data.val, or with data.source 'synth' a small set rendered
-    once from ocrlib.data.synth into data/cache/<hash>/{train,val} (split by formula hash, so val formulas
-    are new)."""
-    cfg = {**DATA_DEFAULTS, **data_cfg}
-    if cfg["train"] and cfg["val"]:
-        folders = Path(cfg["train"]), Path(cfg["val"])
+    once from the formula generator (ocrlib.data.build.synthetic_sets)."""
+    if data.train and data.val:
+        folders = Path(data.train), Path(data.val)
         for folder in folders:
             if not (folder / "gt.txt").is_file():
                 raise BadInput(folder, "not a competition-layout folder (no gt.txt)")
         return folders
-    if cfg["source"] != "synth":
-        raise BadInput(cfg["train"] or "data.train",
-                       "no training data: set data.train and data.val, or data.source: synth")
-    spec = {k: cfg[k] for k in ("synth_n", "synth_seed", "renderer", "val_fraction")}
-    root = DATA_DIR / "cache" / hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
-    if not root.is_dir():
-        from ocrlib.data.render import render_dataset
-        from ocrlib.data.splits import split_of
-        from ocrlib.data.synth import generate_formulas
-        from ocrlib.tokens import normalize_latex
+    if data.train or data.val:
+        raise BadInput(data.train or data.val, "set both data.train and data.val (or neither, for synthetic data)")
+    from ocrlib.data.build import synthetic_sets
 
-        formulas = generate_formulas(cfg["synth_n"], cfg["synth_seed"], mathtext_safe=cfg["renderer"] == "mathtext")
-        fractions = (("train", 1 - cfg["val_fraction"]), ("val", cfg["val_fraction"]))
-        splits = [split_of(normalize_latex(f), fractions) for f in formulas]
-        partial = root.with_name(f"{root.name}.partial-{os.getpid()}")  # renamed when complete: no half caches
-        for offset, split in enumerate(("train", "val")):
-            chosen = [f for f, s in zip(formulas, splits) if s == split]
-            render_dataset(chosen, partial / split, cfg["renderer"], seed=cfg["synth_seed"] + offset, progress=progress)
-        try:
-            os.replace(partial, root)
-        except OSError:  # another process finished first: its copy is as good
-            shutil.rmtree(partial, ignore_errors=True)
-    return root / "train", root / "val"
+    return synthetic_sets(data.synth_n, data.synth_seed, data.renderer, data.val_fraction, progress=progress)
 
 
-def with_defaults(config: dict, section: str, defaults: dict) -> dict:
-    """A config section over its defaults; an unknown key (a typo) is an error, not silently ignored."""
-    given = config.get(section) or {}
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise BadInput("config", f"unknown {section} key(s) {', '.join(unknown)}; known: {', '.join(defaults)}")
-    return {**defaults, **given}
-
-
-def finished_summary(run_dir: Path, config: dict) -> dict | None:
+def finished_summary(run_dir: Path, config: RunConfig) -> dict | None:
     """The summary of a run that already finished in run_dir with this same config (then nothing to train)."""
     if (run_dir / SUMMARY).is_file() and (run_dir / "config.yaml").is_file():
-        if yaml.safe_load((run_dir / "config.yaml").read_text()) == config:
+        if yaml.safe_load((run_dir / "config.yaml").read_text()) == config.to_dict():
             return json.loads((run_dir / SUMMARY).read_text())
     return None
 
@@ -179,20 +111,14 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> None:
         raise BadInput(run_dir, "already holds a run; resume it, or choose another run directory")
 
 
-# ---------------------------------------------------------------- checkpoints and RNG
-def save_checkpoint(state: dict, path: Path) -> None:
-    """Write to a temporary file, fsync, then os.replace: a crash mid-write leaves the old checkpoint intact."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from (a crash between log and checkpoint)."""
+    if path.is_file():
+        lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in lines))
 
 
+# ---------------------------------------------------------------- RNG and the run state
 def rng_state() -> dict:
     """Every generator that training draws from, as tensors and plain values (weights_only-safe)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -218,11 +144,34 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines written after the checkpoint we resume from (a crash between log and checkpoint)."""
-    if path.is_file():
-        lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in lines))
+@dataclass
+class TrainState:
+    """Everything about a run's progress that is not weights, optimiser or sampler (those have state_dicts)."""
+    step: int = 0  # optimiser steps done
+    best_score: float = -math.inf  # best validation score so far (best.pt holds its weights)
+    best_val: dict | None = None  # that validation's summary, with its step
+    last_val: dict | None = None  # the latest validation's summary
+    n_skipped: int = 0  # unreadable samples skipped so far
+    consumed: int = 0  # batches this rank took from the sampler in the current epoch
+    elapsed_s: float = 0.0  # training seconds of earlier sessions of this run (curves against wall-clock time)
+    seen: int = 0  # samples since the last log line (samples/s; not checkpointed, like the next two)
+    seen_total: int = 0  # samples of this session
+    last_log: float = field(default_factory=time.time)  # when the last log line was written
+
+    def to_checkpoint(self, elapsed_now: float, rng: list[dict]) -> dict:
+        return {"step": self.step, "best_score": self.best_score, "n_skipped": self.n_skipped,
+                "best_val": self.best_val, "last_val": self.last_val, "elapsed_s": self.elapsed_s + elapsed_now,
+                "rng": rng}
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict, rank: int, world_size: int) -> TrainState:
+        """The state of a checkpoint; restores this rank's RNG (one state per rank of the saving run; a single
+        dict in format-1 checkpoints of one process; another world size reuses them round-robin)."""
+        rngs = checkpoint["rng"] if isinstance(checkpoint["rng"], list) else [checkpoint["rng"]]
+        set_rng_state(rngs[rank % len(rngs)])
+        return cls(step=checkpoint["step"], best_score=checkpoint["best_score"], best_val=checkpoint["best_val"],
+                   last_val=checkpoint["last_val"], n_skipped=checkpoint["n_skipped"],
+                   consumed=checkpoint["sampler"]["position"] // world_size, elapsed_s=checkpoint["elapsed_s"])
 
 
 # ---------------------------------------------------------------- distributed
@@ -263,8 +212,38 @@ class ShardedBatchSampler:
         self.batch_sampler.load_state_dict(state)
 
 
-def init_distributed() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank) from torchrun's environment; starts the process group when world > 1."""
+@dataclass
+class Processes:
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when it is true on some rank (all ranks stop at the same step)."""
+        if self.world_size == 1:
+            return flag
+        tensor = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return tensor.item() > 0
+
+    def mean(self, value: float) -> float:
+        if self.world_size == 1:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)  # NCCL needs it on the device
+        dist.all_reduce(tensor)
+        return tensor.item() / self.world_size
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+
+def setup_processes(device_name: str) -> Processes:
+    """Rank, world size and device from torchrun's environment; starts the process group when world > 1."""
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
     if world_size > 1 and not dist.is_initialized():
@@ -272,59 +251,41 @@ def init_distributed() -> tuple[int, int, int]:
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend, rank=rank, world_size=world_size)
-    return rank, world_size, local_rank
-
-
-def all_reduce(value: float, device: torch.device, op=dist.ReduceOp.SUM) -> float:
-    """A float reduced over every rank (on the device, which NCCL requires)."""
-    tensor = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(tensor, op=op)
-    return tensor.item()
-
-
-# ---------------------------------------------------------------- the training loop
-def train(config: dict, run_dir: str | Path, resume: bool = False, budget_min: float | None = None,
-          progress: bool = True) -> dict:
-    """Train the model of `config` into `run_dir`; returns the summary (also written to summary.json)."""
-    from ocrlib.data.dataset import BucketBatchSampler, FormulaDataset, make_loader
-    from ocrlib.data.sources import read_gt
-    from ocrlib.models import DEFAULT_MAX_LEN, model_from_config
-    from ocrlib.tokens import Vocab
-
-    started = time.time()
-    config = plain_config(config)
-    tcfg = with_defaults(config, "training", TRAINING_DEFAULTS)
-    dcfg = with_defaults(config, "data", DATA_DEFAULTS)
-    budget_min = budget_min if budget_min is not None else tcfg["budget_min"]
-    run_dir = Path(run_dir)
-    finished = None if resume else finished_summary(run_dir, config)
-    if finished:
-        return finished
-
-    # -- processes and device: torchrun sets WORLD_SIZE; only rank 0 writes files
-    rank, world_size, local_rank = init_distributed()
-    master = rank == 0
-    device = select_device(tcfg["device"] if tcfg["device"] != "auto" else
+    device = select_device(device_name if device_name != "auto" else
                            f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu" and world_size > 1:  # share the cores between the processes of this machine
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world_size))))
-    if master:
-        prepare_run_dir(run_dir, resume)
-    checkpoint = read_checkpoint(run_dir / CHECKPOINT) if resume else None
+    return Processes(rank, world_size, device)
 
-    # -- seed everything: data order, augmentation and initialisation follow training.seed
-    seed = tcfg["seed"]
-    seed_everything(seed)
 
-    # -- data: competition-layout folders (or a cached synthetic render), vocabulary from train labels
-    if world_size > 1 and not master:
-        dist.barrier()  # wait for rank 0 to render the synthetic set, if any
-    train_dir, val_dir = prepare_data(dcfg, progress and master)
-    if world_size > 1 and master:
-        dist.barrier()
+# ---------------------------------------------------------------- setup: data, model, optimiser
+@dataclass
+class RunData:
+    vocab: object  # ocrlib.tokens.Vocab
+    train_set: object  # FormulaDataset
+    sampler: object  # BucketBatchSampler, or ShardedBatchSampler around it
+    loader: object
+    val_loader: object
+    train_dir: Path
+    val_dir: Path
+    bad_lines: int  # unusable gt.txt lines of train and val
+    too_long: int  # training targets longer than model.max_len, left out
+
+
+def setup_data(config: RunConfig, checkpoint: dict | None, procs: Processes, progress: bool) -> RunData:
+    """Competition-layout folders (or a cached synthetic render), the vocabulary, datasets and loaders."""
+    from ocrlib.data.dataset import BucketBatchSampler, FormulaDataset, make_loader
+    from ocrlib.data.sources import read_gt
+    from ocrlib.tokens import Vocab
+
+    data, training, max_len = config.data, config.training, config.model.max_len
+    if not procs.master:
+        procs.barrier()  # wait for rank 0 to render the synthetic set, if any
+    train_dir, val_dir = prepare_data(data, progress is True and procs.master)
+    if procs.master:
+        procs.barrier()
     train_samples, bad_lines = read_gt(train_dir)
     val_samples, bad_val_lines = read_gt(val_dir)
-    max_len = config["model"].get("max_len") or DEFAULT_MAX_LEN
     too_long = sum(len(s.tokens) + 1 > max_len for s in train_samples)  # + eos
     train_samples = [s for s in train_samples if len(s.tokens) + 1 <= max_len]
     if not train_samples:
@@ -333,181 +294,274 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, budget_min: f
     if checkpoint:
         vocab = Vocab(checkpoint["vocab"])
     else:  # a shared tokens.txt (ocrlib.data.build writes one per profile), else the training labels'
-        vocab = Vocab.load(dcfg["vocab"]) if dcfg["vocab"] else Vocab.build(s.tokens for s in train_samples)
-    image_opts = {key: dcfg[key] for key in ("height", "width", "vertical_fix", "channels")}
-    train_set = FormulaDataset(train_samples, vocab, augment=dcfg["augment"], seed=seed, **image_opts)
-    sampler = BucketBatchSampler(train_set.lengths, tcfg["batch_size"], seed=seed, shuffle=True,
-                                 drop_last=world_size > 1, on_epoch=train_set.set_epoch)
-    if world_size > 1:
-        sampler = ShardedBatchSampler(sampler, rank, world_size)
+        vocab = Vocab.load(data.vocab) if data.vocab else Vocab.build(s.tokens for s in train_samples)
+    train_set = FormulaDataset.for_config(train_samples, vocab, data, augment=data.augment, seed=training.seed)
+    sampler = BucketBatchSampler(train_set.lengths, training.batch_size, seed=training.seed, shuffle=True,
+                                 drop_last=procs.world_size > 1, on_epoch=train_set.set_epoch)
+    if procs.world_size > 1:
+        sampler = ShardedBatchSampler(sampler, procs.rank, procs.world_size)
     # make_loader gives the loader its own generator: creating an iterator must not draw from the global
     # RNG (resume would drift)
-    loader = make_loader(train_set, tcfg["batch_size"], seed=seed, num_workers=tcfg["num_workers"], batch_sampler=sampler)
-    val_set = FormulaDataset(val_samples[: tcfg["val_samples"] or None], vocab, augment=None, **image_opts)
-    val_loader = make_loader(val_set, tcfg["batch_size"], seed=0, shuffle=False)
+    loader = make_loader(train_set, training.batch_size, seed=training.seed, num_workers=training.num_workers,
+                         batch_sampler=sampler)
+    val_set = FormulaDataset.for_config(val_samples[: training.val_samples or None], vocab, data)
+    val_loader = make_loader(val_set, training.batch_size, seed=0, shuffle=False)
+    return RunData(vocab, train_set, sampler, loader, val_loader, train_dir, val_dir,
+                   len(bad_lines) + len(bad_val_lines), too_long)
 
-    # -- model (rank 0's initial weights are broadcast by DDP), optimiser, mixed precision
-    raw_model = model_from_config(config, len(vocab), pad_id=vocab.pad_id, sos_id=vocab.sos_id,
-                                  eos_id=vocab.eos_id).to(device)
-    model = DDP(raw_model, device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=tcfg["find_unused_parameters"]) if world_size > 1 else raw_model
-    optimizer = build_optimizer(tcfg["optimizer"], raw_model.parameters(), lr=tcfg["lr"],
-                                weight_decay=tcfg["weight_decay"], betas=tcfg["betas"])
-    use_amp = tcfg["amp"] and device.type == "cuda"
+
+class WithLoss(nn.Module):
+    """The model's forward_logits_loss as a forward, so that DDP's gradient hooks see the call."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images, targets, tf_ratio: float, label_smoothing: float):
+        return self.model.forward_logits_loss(images, targets, tf_ratio, label_smoothing)
+
+
+@dataclass
+class Engine:
+    raw_model: nn.Module  # the Recognizer (what checkpoints hold)
+    step_model: nn.Module  # WithLoss(raw_model), DDP-wrapped when world > 1
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    autocast: object  # () -> context manager
+    brackets: list = field(default_factory=list)  # (open id, close id) pairs for the bracket penalty
+
+
+def setup_engine(config: RunConfig, vocab, procs: Processes) -> Engine:
+    """Model (rank 0's initial weights are broadcast by DDP), optimiser and mixed precision."""
+    from ocrlib.models import model_from_config
+
+    training, device = config.training, procs.device
+    raw_model = model_from_config(config, vocab).to(device)
+    step_model = WithLoss(raw_model)
+    if procs.world_size > 1:
+        step_model = DDP(step_model, device_ids=[device.index] if device.type == "cuda" else None,
+                         find_unused_parameters=training.find_unused_parameters)
+    optimizer = build_optimizer(training.optimizer, raw_model.parameters(), lr=training.lr,
+                                weight_decay=training.weight_decay, betas=training.betas)
+    use_amp = training.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else contextlib.nullcontext
-    pairs = bracket_ids(vocab.tokens)
+    return Engine(raw_model, step_model, optimizer, scaler, autocast, bracket_ids(vocab.tokens))
 
-    # -- resume: weights, optimiser, scaler, sampler position and RNG, so the next batch and loss match
-    step, best_score, n_skipped, best_val, last_val, consumed = 0, -math.inf, 0, None, None, 0
-    elapsed_before = 0.0  # training seconds of earlier sessions of this run (curves against wall-clock time)
-    if checkpoint:
-        raw_model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        sampler.load_state_dict(checkpoint["sampler"])
-        step, best_score, n_skipped = checkpoint["step"], checkpoint["best_score"], checkpoint["n_skipped"]
-        consumed = checkpoint["sampler"]["position"] // world_size
-        best_val, last_val = checkpoint["best_val"], checkpoint["last_val"]
-        elapsed_before = checkpoint["elapsed_s"]
-        # one state per rank of the saving run (a single dict in older checkpoints); another world size reuses them
-        rngs = checkpoint["rng"] if isinstance(checkpoint["rng"], list) else [checkpoint["rng"]]
-        set_rng_state(rngs[rank % len(rngs)])
-        if master:
-            _truncate_log(run_dir / LOG, step)
-    else:
-        torch.manual_seed(seed + rank)  # per-process dropout / teacher-forcing draws after a shared init
-    if master:
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        vocab.save(run_dir / "tokens.txt")
 
-    def next_batch():
-        """The next non-empty batch, moving to the next epoch when the sampler runs out."""
-        nonlocal batches, n_skipped, consumed
-        while True:
-            for batch in batches:
-                consumed += 1
-                n_skipped += batch["n_skipped"]
-                if batch["paths"]:
-                    return batch
-            sampler.set_epoch(sampler.epoch + 1)
-            batches, consumed = iter(loader), 0
+def restore(checkpoint: dict, engine: Engine, data: RunData, procs: Processes) -> TrainState:
+    """Weights, optimiser, scaler, sampler position and RNG, so the next batch and loss match a straight run."""
+    engine.raw_model.load_state_dict(checkpoint["model"])
+    engine.optimizer.load_state_dict(checkpoint["optimizer"])
+    engine.scaler.load_state_dict(checkpoint["scaler"])
+    data.sampler.load_state_dict(checkpoint["sampler"])
+    return TrainState.from_checkpoint(checkpoint, procs.rank, procs.world_size)
 
-    def checkpoint_state(rng: list[dict]) -> dict:
-        # the learning rate is get_lr(step): the step is the whole scheduler state
-        return {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                "sampler": sampler.state_dict(position=consumed), "rng": rng, "step": step,
-                "best_score": best_score, "n_skipped": n_skipped, "best_val": best_val, "last_val": last_val,
-                "elapsed_s": elapsed_before + time.time() - started, "config": config, "vocab": vocab.tokens}
 
-    def validate() -> dict:
-        results, _ = evaluate(raw_model, val_loader, vocab)
-        return results.summary()
+def next_batch(data: RunData, state: TrainState, batches: list) -> dict:
+    """The next non-empty batch; moves to the next epoch when the sampler runs out. `batches` holds the
+    current epoch's iterator in a one-item list, so this can replace it."""
+    while True:
+        for batch in batches[0]:
+            state.consumed += 1
+            state.n_skipped += batch["n_skipped"]
+            if batch["paths"]:
+                return batch
+        data.sampler.set_epoch(data.sampler.epoch + 1)
+        batches[0], state.consumed = iter(data.loader), 0
 
-    # -- the loop: lr and teacher forcing from the step, accumulate, clip once, step, log, validate, save
-    batches = iter(loader)
-    bar = tqdm(total=tcfg["max_steps"], initial=step, disable=not (progress and master), desc=run_dir.name)
-    seen, seen_total, tick, stop = 0, 0, time.time(), "steps"
-    while step < tcfg["max_steps"]:
-        lr = get_lr(step, tcfg["max_steps"], tcfg["lr"], tcfg["lr_schedule"], tcfg["warmup_steps"], tcfg["min_lr"],
-                    tcfg["lr_step_size"], tcfg["lr_gamma"])
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        tf = get_tf_ratio(step, tcfg["max_steps"], tcfg["tf_schedule"], tcfg["tf_ratio_start"], tcfg["tf_ratio_end"],
-                          tuple(tcfg["tf_values"]))
-        loss_sum = 0.0
-        for micro in range(tcfg["grad_accum"]):
-            batch = next_batch()
-            images, targets = batch["images"].to(device), batch["targets"].to(device)  # (B,C,H,W), (B,T)
-            if world_size > 1:  # all-reduce gradients only on the last micro-batch
-                model.require_backward_grad_sync = micro == tcfg["grad_accum"] - 1
-            with autocast():
-                logits = model(images, targets, tf_ratio=tf)  # (B, T, V)
-                loss = raw_model.loss(logits, targets, label_smoothing=tcfg["label_smoothing"])
-                if tcfg["bracket_penalty"]:
-                    loss = loss + tcfg["bracket_penalty"] * bracket_penalty(logits, targets, pairs, vocab.pad_id)
-            scaler.scale(loss / tcfg["grad_accum"]).backward()
-            loss_sum += loss.item() / tcfg["grad_accum"]
-            seen += len(batch["paths"])
-        scaler.unscale_(optimizer)
-        if tcfg["grad_clip"]:
-            torch.nn.utils.clip_grad_norm_(raw_model.parameters(), tcfg["grad_clip"])
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_sum:.4f}", lr=f"{lr:.2e}")
 
-        # -- stop at max_steps or when the wall-clock budget is spent (all ranks stop at the same step)
-        out_of_time = budget_min is not None and time.time() - started > budget_min * 60
-        if world_size > 1 and budget_min is not None:
-            out_of_time = all_reduce(float(out_of_time), device, dist.ReduceOp.MAX) > 0
-        final = step == tcfg["max_steps"] or out_of_time
-        validating = final or (tcfg["eval_every"] and step % tcfg["eval_every"] == 0)
-        logging = validating or step % tcfg["log_every"] == 0
-        if logging and world_size > 1:
-            loss_sum = all_reduce(loss_sum, device) / world_size  # log the mean over every rank's batch
+def optimizer_step(engine: Engine, data: RunData, state: TrainState, batches: list, procs: Processes,
+                   training: TrainingConfig, tf_ratio: float) -> float:
+    """Forward and backward over grad_accum micro-batches, clip once, step; returns the mean loss."""
+    loss_sum = 0.0
+    for micro in range(training.grad_accum):
+        batch = next_batch(data, state, batches)
+        images, targets = batch["images"].to(procs.device), batch["targets"].to(procs.device)  # (B,C,H,W), (B,T)
+        if procs.world_size > 1:  # all-reduce gradients only on the last micro-batch
+            engine.step_model.require_backward_grad_sync = micro == training.grad_accum - 1
+        with engine.autocast():
+            logits, loss = engine.step_model(images, targets, tf_ratio, training.label_smoothing)  # (B,T,V), ()
+            if training.bracket_penalty:
+                loss = loss + training.bracket_penalty * bracket_penalty(logits, targets, engine.brackets,
+                                                                         data.vocab.pad_id)
+        engine.scaler.scale(loss / training.grad_accum).backward()
+        loss_sum += loss.item() / training.grad_accum
+        state.seen += len(batch["paths"])
+    engine.scaler.unscale_(engine.optimizer)
+    if training.grad_clip:
+        torch.nn.utils.clip_grad_norm_(engine.raw_model.parameters(), training.grad_clip)
+    engine.scaler.step(engine.optimizer)
+    engine.scaler.update()
+    engine.optimizer.zero_grad(set_to_none=True)
+    return loss_sum
 
-        # -- log, validate and checkpoint (rank 0 only; the other ranks go on and wait in the next all-reduce)
-        if master and logging:
-            record = {"step": step, "elapsed_s": round(elapsed_before + time.time() - started, 1),
-                      "loss": loss_sum, "lr": lr, "tf_ratio": tf,
-                      "samples_per_s": round(seen * world_size / max(time.time() - tick, 1e-9), 2)}
-            seen_total, seen, tick = seen_total + seen, 0, time.time()
+
+# ---------------------------------------------------------------- log, validate, checkpoint
+def log_validate_save(config: RunConfig, run_dir: Path, state: TrainState, engine: Engine, data: RunData,
+                      procs: Processes, metrics: dict, final: bool, started: float) -> dict | None:
+    """metrics.jsonl (every log_every steps), validation + best.pt (every eval_every), checkpoint.pt
+    (every checkpoint_every, and at the end). Rank 0 writes; the others take part in the collectives.
+    `started`: when this session began (elapsed time continues across resumes). Returns the log record, if any."""
+    training, record = config.training, None
+    validating = final or (training.eval_every and state.step % training.eval_every == 0)
+    if validating or state.step % training.log_every == 0:
+        now = time.time()
+        record = {"step": state.step, "elapsed_s": round(state.elapsed_s + now - started, 1), **metrics,
+                  "loss": procs.mean(metrics["loss"]),  # the mean over every rank's batch
+                  "samples_per_s": round(state.seen * procs.world_size / max(now - state.last_log, 1e-9), 2)}
+        state.seen_total, state.seen, state.last_log = state.seen_total + state.seen, 0, now
+        if procs.master:
             if validating:
-                last_val = validate()
-                record.update(val_sa=last_val["SA"], val_wer=last_val["WER"], val_score=last_val["score"])
-                if last_val["score"] > best_score:
-                    best_score, best_val = last_val["score"], {**last_val, "step": step}
-                    save_checkpoint({"model": raw_model.state_dict(), "config": config, "vocab": vocab.tokens,
-                                     "step": step, "val": last_val}, run_dir / BEST)
+                results, _ = evaluate(engine.raw_model, data.val_loader, data.vocab)
+                state.last_val = results.summary()
+                record.update(val_sa=state.last_val["SA"], val_wer=state.last_val["WER"],
+                              val_score=state.last_val["score"])
+                if state.last_val["score"] > state.best_score:
+                    state.best_score, state.best_val = state.last_val["score"], {**state.last_val, "step": state.step}
+                    save_checkpoint({"model": engine.raw_model.state_dict(), "config": config.to_dict(),
+                                     "vocab": data.vocab.tokens, "step": state.step, "val": state.last_val},
+                                    run_dir / BEST)
             with open(run_dir / LOG, "a") as log:
                 log.write(json.dumps(record) + "\n")
-        if final or step % tcfg["checkpoint_every"] == 0:
-            rng = [rng_state()]  # every rank's generators, so each rank resumes its own dropout/sampling stream
-            if world_size > 1:
-                rng = [None] * world_size
-                dist.all_gather_object(rng, rng_state())
-            if master:
-                save_checkpoint(checkpoint_state(rng), run_dir / CHECKPOINT)
-        if out_of_time:
-            stop = "budget"
-            break
-    bar.close()
+    if final or state.step % training.checkpoint_every == 0:
+        rng = [rng_state()]  # every rank's generators, so each rank resumes its own dropout/sampling stream
+        if procs.world_size > 1:
+            rng = [None] * procs.world_size
+            dist.all_gather_object(rng, rng_state())
+        if procs.master:
+            save_checkpoint({"model": engine.raw_model.state_dict(), "optimizer": engine.optimizer.state_dict(),
+                             "scaler": engine.scaler.state_dict(),
+                             "sampler": data.sampler.state_dict(position=state.consumed),
+                             **state.to_checkpoint(time.time() - started, rng), "config": config.to_dict(),
+                             "vocab": data.vocab.tokens}, run_dir / CHECKPOINT)
+    return record
 
-    # -- finish: summary.json (a budget stop is a finished run too; --resume continues it towards max_steps)
+
+@contextlib.contextmanager
+def graceful_interrupt():
+    """Ctrl-C sets a flag that the loop reads after each step (the step's checkpoint is then saved); a second
+    Ctrl-C interrupts at once. Yields a one-item list holding the flag."""
+    flag = [False]
+    if threading.current_thread() is not threading.main_thread():  # signals only reach the main thread
+        yield flag
+        return
+
+    def on_sigint(signum, frame):
+        flag[0] = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print("\ninterrupt: stopping after this step and saving a checkpoint (Ctrl-C again to stop now)",
+              file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# ---------------------------------------------------------------- the training loop
+def train(config: RunConfig, run_dir: str | Path, resume: bool = False, budget_min: float | None = None,
+          progress: bool | str = True) -> dict:
+    """Train the model of `config` into `run_dir`; returns the summary (also written to summary.json).
+    progress: True a progress bar, "lines" a line on stderr per validation (notebooks), False nothing."""
+    started, training, run_dir = time.time(), config.training, Path(run_dir)
+    budget_min = budget_min if budget_min is not None else training.budget_min
+    if not resume and (finished := finished_summary(run_dir, config)):
+        return finished
+    procs = setup_processes(training.device)  # torchrun sets WORLD_SIZE; only rank 0 writes files
+    if procs.master:
+        prepare_run_dir(run_dir, resume)
+    checkpoint = read_checkpoint(run_dir / CHECKPOINT) if resume else None
+    seed_everything(training.seed)  # data order, augmentation and initialisation follow training.seed
+    data = setup_data(config, checkpoint, procs, progress)
+    engine = setup_engine(config, data.vocab, procs)
+    if checkpoint:
+        state = restore(checkpoint, engine, data, procs)
+        if procs.master:
+            _truncate_log(run_dir / LOG, state.step)
+    else:
+        state = TrainState()
+        torch.manual_seed(training.seed + procs.rank)  # per-process dropout / teacher-forcing draws after a shared init
+    if procs.master:
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        data.vocab.save(run_dir / "tokens.txt")
+
+    # -- the loop: lr and teacher forcing from the step, accumulate, clip once, step, log, validate, save
+    batches, stop = [iter(data.loader)], "steps"
+    bar = tqdm(total=training.max_steps, initial=state.step, disable=not (progress is True and procs.master),
+               desc=run_dir.name)
+    with graceful_interrupt() as interrupted:
+        while state.step < training.max_steps:
+            lr = get_lr(state.step, training.max_steps, training.lr, training.lr_schedule, training.warmup_steps,
+                        training.min_lr, training.lr_step_size, training.lr_gamma)
+            for group in engine.optimizer.param_groups:
+                group["lr"] = lr
+            tf = get_tf_ratio(state.step, training.max_steps, training.tf_schedule, training.tf_ratio_start,
+                              training.tf_ratio_end, training.tf_values)
+            loss = optimizer_step(engine, data, state, batches, procs, training, tf)
+            state.step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+
+            # -- stop at max_steps, when the wall-clock budget is spent, or on Ctrl-C (every rank at this step)
+            out_of_time = procs.any(budget_min is not None and time.time() - started > budget_min * 60)
+            stop_now = procs.any(interrupted[0])
+            final = state.step == training.max_steps or out_of_time or stop_now
+            record = log_validate_save(config, run_dir, state, engine, data, procs,
+                                       {"loss": loss, "lr": lr, "tf_ratio": tf}, final, started)
+            if progress == "lines" and record and "val_sa" in record:
+                print(f"{run_dir.name}: step {state.step}/{training.max_steps}, loss {record['loss']:.3f}, "
+                      f"val SA {record['val_sa']:.3f}, {record['elapsed_s'] / 60:.1f} min", file=sys.stderr, flush=True)
+            if stop_now:
+                bar.close()
+                raise TrainingInterrupted(f"{run_dir}: interrupted at step {state.step}; checkpoint saved, "
+                                          "continue with --resume")
+            if out_of_time:
+                stop = "budget"
+                break
+    bar.close()
+    return finish(config, run_dir, state, engine, data, procs, stop, time.time() - started)
+
+
+def finish(config: RunConfig, run_dir: Path, state: TrainState, engine: Engine, data: RunData, procs: Processes,
+           stop: str, seconds: float) -> dict:
+    """summary.json (a budget stop is a finished run too; --resume continues it towards max_steps)."""
     summary = None
-    if master:
-        seconds = time.time() - started
-        summary = {"run_dir": str(run_dir), "model": config["model"]["name"], "steps": step, "stopped": stop,
-                   "seconds": round(seconds, 1), "samples_per_s": round((seen_total + seen) * world_size / seconds, 2),
-                   "device": str(device), "world_size": world_size,
-                   "parameters": sum(p.numel() for p in raw_model.parameters()), "vocab_size": len(vocab),
-                   "train": str(train_dir), "val": str(val_dir), "train_samples": len(train_samples),
-                   "bad_label_lines": len(bad_lines) + len(bad_val_lines), "too_long": too_long,
-                   "skipped_samples": n_skipped, "skip_reasons": dict(train_set.skipped),
-                   "best_val": best_val, "last_val": last_val}
+    if procs.master:
+        summary = {"run_dir": str(run_dir), "model": config.name, "steps": state.step, "stopped": stop,
+                   "seconds": round(seconds, 1),
+                   "samples_per_s": round((state.seen_total + state.seen) * procs.world_size / seconds, 2),
+                   "device": str(procs.device), "world_size": procs.world_size,
+                   "parameters": sum(p.numel() for p in engine.raw_model.parameters()),
+                   "vocab_size": len(data.vocab), "train": str(data.train_dir), "val": str(data.val_dir),
+                   "train_samples": len(data.train_set), "bad_label_lines": data.bad_lines,
+                   "too_long": data.too_long, "skipped_samples": state.n_skipped,
+                   "skip_reasons": dict(data.train_set.skipped), "best_val": state.best_val,
+                   "last_val": state.last_val}
         (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
-    if world_size > 1:
+    if procs.world_size > 1:
         dist.barrier()
         dist.destroy_process_group()
-    return summary or {"rank": rank, "steps": step, "stopped": stop}
+    return summary or {"rank": procs.rank, "steps": state.step, "stopped": stop}
 
 
 # ---------------------------------------------------------------- command line
 def cli_train(args) -> int:
-    """`python -m ocrlib train --config NAME|YAML [--profile P] [--set k=v] [--run-dir D] [--resume]
-    [--budget-min M]`; the run folder defaults to runs/<run_id>."""
-    from ocrlib.models import load_config
-
-    config = load_config(args.config, profile=args.profile, overrides=args.set)
-    run_dir = args.run_dir
-    if run_dir is None:
-        train_dir, val_dir = prepare_data(config.get("data", {}))
-        run_dir = RUNS_DIR / run_id(config, data_fingerprint(train_dir, val_dir))
-    summary = train(config, run_dir, resume=args.resume, budget_min=args.budget_min)
+    """`ocrlib train --config NAME|YAML [--preset P] [--set k=v] [--run-dir D] [--resume] [--budget-min M]`;
+    the run folder defaults to runs/<run_id>. Ctrl-C saves a checkpoint and exits 130."""
+    try:
+        config = load_config(args.config, preset=args.preset, overrides=args.set)
+        run_dir = args.run_dir
+        if run_dir is None:
+            train_dir, val_dir = prepare_data(config.data)
+            run_dir = RUNS_DIR / run_id(config, data_fingerprint(train_dir, val_dir))
+        summary = train(config, run_dir, resume=args.resume, budget_min=args.budget_min)
+    except KeyboardInterrupt as err:
+        print(f"\n{err}" if isinstance(err, TrainingInterrupted) else "\ninterrupted before training started",
+              file=sys.stderr)
+        return 130
     if summary.get("run_dir"):
         print(json.dumps(summary, indent=2))
     return 0

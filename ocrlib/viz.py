@@ -45,3 +45,22 @@ def sample_images(folder: str | Path, n: int = 8, seed: int = 0) -> tuple[list[n
 def show_samples(folder: str | Path, n: int = 8, seed: int = 0, ncols: int = 4, title: str | None = None):
     images, labels = sample_images(folder, n, seed)
     return image_grid(images, labels, ncols=ncols, suptitle=title or Path(folder).name)
+
+
+def confusion_heatmap(confusion, ax=None, title: str = "substituted tokens"):
+    """A `metrics.token_confusion` frame as an annotated heat map (rows true, columns predicted); returns the Axes."""
+    if ax is None:
+        size = 1.0 + 0.45 * len(confusion)
+        _, ax = plt.subplots(figsize=(size + 1.5, size))
+    ax.set_title(title)
+    if confusion.empty:  # a perfect (or empty) evaluation: seaborn cannot draw a 0x0 map
+        ax.text(0.5, 0.5, "no substitutions", ha="center", va="center", transform=ax.transAxes)
+        return ax
+
+    def shown(tokens):  # tokens as written: a '$' in a LaTeX token must not switch matplotlib into mathtext
+        return [str(t).replace("$", r"\$") for t in tokens]
+
+    sns.heatmap(confusion, annot=True, fmt="d", cmap="Reds", cbar=False, square=True, ax=ax,
+                xticklabels=shown(confusion.columns), yticklabels=shown(confusion.index))
+    ax.set(xlabel="predicted", ylabel="true")  # after seaborn, which would label the axes by the index names
+    return ax

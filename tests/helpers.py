@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ocrlib.models import load_config
+from ocrlib.config import RunConfig, load_config
 
 
 # ---------------------------------------------------------------- synthetic glyph formulas (models)
@@ -65,7 +65,7 @@ def overfit(model, images, targets, lr: float, max_steps: int, check_every: int,
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     accuracy, step, loss = 0.0, 0, float("nan")
     for step in range(1, max_steps + 1):
-        loss = model.loss(model(images, targets), targets)
+        _, loss = model.forward_logits_loss(images, targets)
         optimizer.zero_grad()
         loss.backward()
         if clip is not None:
@@ -104,12 +104,26 @@ def write_dataset(folder: Path, n: int, seed: int, bad: int = 0) -> Path:
     return folder
 
 
-def tiny_config(train_dir, val_dir, **training) -> dict:
+def tiny_config(train_dir, val_dir, **training) -> RunConfig:
     """Smoke SATRN with dropout, scheduled sampling and augmentation on, so resume must restore every RNG."""
-    config = load_config("satrn", profile="smoke")
-    config["model"].update(dropout=0.1, max_len=12)
-    config["data"].update(train=str(train_dir), val=str(val_dir), augment="light")
-    config["training"].update(dict(max_steps=6, batch_size=4, warmup_steps=2, eval_every=3, log_every=1,
-                                   checkpoint_every=1, tf_ratio_start=0.9, tf_ratio_end=0.6, val_samples=0,
-                                   budget_min=None, optimizer="adamp", bracket_penalty=0.1), **training)
-    return config
+    overrides = {"model.dropout": 0.1, "model.max_len": 12, "data.train": str(train_dir), "data.val": str(val_dir),
+                 "data.augment": "light"}
+    overrides.update({f"training.{key}": value for key, value in dict(
+        dict(max_steps=6, batch_size=4, warmup_steps=2, eval_every=3, log_every=1, checkpoint_every=1,
+             tf_ratio_start=0.9, tf_ratio_end=0.6, val_samples=0, budget_min=None, optimizer="adamp",
+             bracket_penalty=0.1), **training).items()})
+    return load_config("satrn", preset="smoke", overrides=overrides)
+
+
+def save_tiny_checkpoint(folder: Path, vocab, path: Path):
+    """A smoke SATRN (seeded weights) for `vocab`, saved as ocrlib.train would: (path, model)."""
+    import torch
+
+    from ocrlib.checkpoints import save_checkpoint
+    from ocrlib.models import model_from_config
+
+    config = tiny_config(folder, folder)
+    torch.manual_seed(0)
+    model = model_from_config(config, vocab)
+    save_checkpoint({"model": model.state_dict(), "vocab": vocab.tokens, "config": config.to_dict()}, path)
+    return path, model

@@ -1,10 +1,11 @@
-"""`python -m ocrlib`: every command has help; bad input ends with one line naming the file and exit status 2."""
+"""`ocrlib` / `python -m ocrlib`: every command has help; bad input ends with one line naming the file and exit status 2."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from ocrlib.cli import COMMANDS, main
+from ocrlib.cli import COMMANDS, main, prog_name
 from ocrlib.paths import PROJECT_ROOT
 
 
@@ -12,6 +13,32 @@ def test_the_module_entry_point_lists_every_command():
     out = subprocess.run([sys.executable, "-m", "ocrlib", "--help"], capture_output=True, text=True,
                          cwd=PROJECT_ROOT, check=True).stdout
     assert all(name in out for name in COMMANDS)
+    assert out.startswith("usage: python -m ocrlib ")
+
+
+def test_the_console_script_names_itself_and_prints_its_version():
+    from importlib.metadata import version
+
+    script = Path(sys.executable).parent / "ocrlib"
+    if not script.exists():
+        pytest.skip(f"no console script beside {sys.executable} (ocrlib is not pip-installed here)")
+    done = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == f"ocrlib {version('ocrlib')}"
+    usage = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True).stdout
+    assert usage.startswith("usage: ocrlib ")
+
+
+def test_prog_follows_how_it_was_invoked():
+    assert prog_name("/x/.venv/bin/ocrlib") == "ocrlib" and prog_name("/x/Scripts/ocrlib.exe") == "ocrlib"
+    assert prog_name("/x/ocrlib/__main__.py") == "python -m ocrlib"
+
+
+def test_report_without_the_notebooks_extra_says_what_to_install(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "nbformat", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "ocrlib.reports", raising=False)
+    assert main(["report", "--only", "none"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nbformat" in err and "pip install 'ocrlib[notebooks]'" in err
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))

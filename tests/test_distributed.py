@@ -4,6 +4,7 @@ import os
 import shutil
 import socket
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -48,6 +49,7 @@ def run_rank(rank: int, world_size: int, port: int, config: dict, run_dirs: list
     torch.save(params, os.path.join(out_dir, f"rank{rank}.pt"))
 
 
+@pytest.mark.slow  # spawns two training processes
 def test_two_cpu_processes_stay_in_sync_and_only_rank0_writes(tmp_path):
     train_dir = write_dataset(tmp_path / "train", 12, seed=0, bad=1)
     val_dir = write_dataset(tmp_path / "val", 4, seed=1)

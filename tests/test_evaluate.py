@@ -1,4 +1,4 @@
-"""evaluate(): bookkeeping against a model with known answers; safe checkpoint loading; eval and predict commands."""
+"""evaluate(): bookkeeping against a model with known answers; decoding options; eval and predict commands."""
 import argparse
 import json
 
@@ -9,11 +9,10 @@ from torch import nn
 from ocrlib.data.dataset import FormulaDataset
 from ocrlib.decoding import DecodeResult
 from ocrlib.errors import BadInput
-from ocrlib.evaluate import cli_eval, cli_predict, evaluate, load_checkpoint
-from ocrlib.models import model_from_config
+from ocrlib.evaluate import cli_eval, cli_predict, evaluate
 from ocrlib.tokens import Vocab
 
-from helpers import tiny_config, write_dataset
+from helpers import save_tiny_checkpoint, write_dataset
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +37,7 @@ class LookupModel(nn.Module):
             tokens = wrong.get(i, sample.tokens)
             self.answers[dataset[i]["image"].numpy().tobytes()] = vocab.encode(tokens) + [vocab.eos_id]
 
-    def decode(self, images, max_len=None, beam=1, constraints=None):
+    def decode(self, images, max_len=None, **options):
         rows = [self.answers[image.numpy().tobytes()] for image in images]
         width = max(map(len, rows))
         tokens = torch.tensor([row + [0] * (width - len(row)) for row in rows])
@@ -62,44 +61,7 @@ def test_evaluate_counts_against_known_answers(folder, vocab):
 
 @pytest.fixture(scope="module")
 def checkpoint(folder, vocab, tmp_path_factory):
-    config = tiny_config(folder, folder)
-    torch.manual_seed(0)
-    model = model_from_config(config, len(vocab))
-    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    torch.save({"model": model.state_dict(), "vocab": vocab.tokens, "config": config}, path)
-    return path, model
-
-
-def test_load_checkpoint_round_trip(checkpoint, folder, vocab):
-    path, original = checkpoint
-    model, loaded_vocab, config = load_checkpoint(path)
-    assert loaded_vocab.tokens == vocab.tokens and config["model"]["name"] == "satrn" and not model.training
-    images = FormulaDataset(folder, vocab, height=32, width=96)[0]["image"].unsqueeze(0)
-    assert torch.equal(model.decode(images).tokens, original.decode(images).tokens)
-
-
-class Payload:
-    """Stands for any pickled object: unpickling it could run code."""
-
-
-def test_checkpoint_with_pickled_object_is_refused(checkpoint, tmp_path):
-    state = torch.load(checkpoint[0], weights_only=True)
-    state["extra"] = Payload()
-    torch.save(state, tmp_path / "evil.pt")
-    with pytest.raises(BadInput, match="evil.pt: refused: .*pickled"):
-        load_checkpoint(tmp_path / "evil.pt")
-
-
-@pytest.mark.parametrize("content", [b"", b"not a checkpoint", "half"])
-def test_corrupt_checkpoint_names_the_file(checkpoint, tmp_path, content):
-    if content == "half":
-        data = checkpoint[0].read_bytes()
-        content = data[: len(data) // 2]
-    (tmp_path / "bad.pt").write_bytes(content)
-    with pytest.raises(BadInput, match=r"bad\.pt: corrupt"):
-        load_checkpoint(tmp_path / "bad.pt")
-    with pytest.raises(BadInput, match="no such checkpoint"):
-        load_checkpoint(tmp_path / "missing.pt")
+    return save_tiny_checkpoint(folder, vocab, tmp_path_factory.mktemp("ckpt") / "model.pt")
 
 
 def test_cli_predict_goes_on_past_a_bad_image(checkpoint, folder, tmp_path, capsys):
@@ -133,3 +95,40 @@ def test_cli_eval_limit_takes_the_first_samples(checkpoint, folder, tmp_path):
     assert cli_eval(args) == 0
     payload = json.loads(out.read_text())
     assert payload["results"]["n"] == 3 and payload["limit"] == 3
+
+
+def test_evaluate_progress_goes_to_stderr(folder, vocab, capsys):
+    dataset = FormulaDataset(folder, vocab, height=32, width=96)
+    results, _ = evaluate(LookupModel(dataset, vocab, {}), dataset, vocab, batch_size=3, progress=True)
+    out, err = capsys.readouterr()
+    assert results.correct == 8 and out == "" and "evaluate:" in err and "batch" in err
+
+
+def predict_args(checkpoint, inputs, fmt):
+    return argparse.Namespace(checkpoint=str(checkpoint[0]), inputs=[str(p) for p in inputs], beam=1, format=fmt)
+
+
+def test_cli_predict_jsonl_lines_parse(checkpoint, folder, capsys):
+    from ocrlib.tokens import join
+
+    good = sorted((folder / "images").glob("*.png"))[:2]
+    assert cli_predict(predict_args(checkpoint, good, "jsonl")) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["path"] for r in records] == [str(p) for p in good]
+    assert all(set(r) == {"path", "latex", "tokens"} and r["latex"] == join(r["tokens"]) for r in records)
+
+
+def test_a_file_name_with_a_tab_is_refused_in_tsv_and_fine_in_jsonl(checkpoint, folder, tmp_path, capsys):
+    good = sorted((folder / "images").glob("*.png"))[0]
+    tabbed = tmp_path / "a\tb.png"
+    tabbed.write_bytes(good.read_bytes())
+    assert cli_predict(predict_args(checkpoint, [good, tabbed], "tsv")) == 1
+    out, err = capsys.readouterr()
+    assert [line.split("\t")[0] for line in out.splitlines()] == [str(good)]
+    assert len(err.strip().splitlines()) == 1 and "a\\tb.png" in err and "--format jsonl" in err
+    assert cli_predict(predict_args(checkpoint, [tabbed], "tsv")) == 2
+    capsys.readouterr()
+
+    assert cli_predict(predict_args(checkpoint, [tabbed], "jsonl")) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["path"] == str(tabbed) and err == ""

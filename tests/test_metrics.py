@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from ocrlib.metrics import (Results, aspect_bucket, breakdown, edit_distance, exprate, length_bucket,
-                            markdown_table, score, sentence_acc, token_wer, wer)
+                            markdown_table, most_confused, score, sentence_acc, substitutions, token_confusion,
+                            token_wer, wer)
 
 # gt, pred, edit distance, token WER
 CASES = [
@@ -94,3 +95,21 @@ def test_breakdown_orders_buckets_by_their_bounds():
                           "length_bucket": [length_bucket(n) for n in (90, 3, 15, 30, 50)]})
     assert list(breakdown(frame, "aspect_bucket").index) == ["<2", "2-4", "4-8", "8-16", ">=16", "all"]
     assert list(breakdown(frame, "length_bucket").index) == ["1-10", "11-20", "21-40", "41-80", ">80", "all"]
+
+
+def test_substitutions_follow_the_alignment_not_the_positions():
+    assert substitutions("b c".split(), "a b c".split()) == []  # a deleted: nothing is substituted
+    assert substitutions("x - y }".split(), "x + y".split()) == [("+", "-")]
+    assert substitutions("1 2".split(), "a b".split()) == [("a", "1"), ("b", "2")]
+
+
+def test_token_confusion_counts_substitutions_of_the_most_confused_tokens():
+    frame = pd.DataFrame({"gt": ["x + y", "a + b", r"\alpha = 1", "a b c", "2", "x"],
+                          "pred": ["x - y", "a - b", "a = 1", "b c", "", "x"]})
+    confusion = token_confusion(frame, top_k=4)
+    assert list(confusion.index) == ["+", "-", r"\alpha", "a"] == list(confusion.columns)
+    assert confusion.to_numpy().sum() == 3 and confusion.loc["+", "-"] == 2 and confusion.loc[r"\alpha", "a"] == 1
+    assert most_confused(confusion).values.tolist() == [["+", "-", 2], [r"\alpha", "a", 1]]
+    small = token_confusion(frame, top_k=3)  # 'a' is left out, and with it the pair (\alpha, a)
+    assert list(small.index) == ["+", "-", r"\alpha"] and small.to_numpy().sum() == 2
+    assert token_confusion(frame.iloc[3:], top_k=5).empty  # no substitutions at all

@@ -33,7 +33,8 @@ def _tiny_notebook(path, body):
     nbformat.write(nb, path)
 
 
-def test_a_failing_notebook_is_reported_and_the_others_still_run(tmp_path):
+@pytest.mark.slow  # papermill starts a kernel per notebook
+def test_a_failing_notebook_is_reported_and_the_others_still_run(tmp_path, capsys):
     nbs = tmp_path / "notebooks"
     nbs.mkdir()
     _tiny_notebook(nbs / "00_fine.ipynb", "print('all good', profile)")
@@ -42,6 +43,8 @@ def test_a_failing_notebook_is_reported_and_the_others_still_run(tmp_path):
     out = tmp_path / "reports"
     runs = run_reports("smoke", 0, notebooks_dir=nbs, out_dir=out)
     assert [(r.name, r.status) for r in runs] == [("00_fine", "ok"), ("01_broken", "failed"), ("02_after", "ok")]
+    stdout, stderr = capsys.readouterr()  # progress (a bar of cells, then the status) on stderr, nothing on stdout
+    assert stdout == "" and "[2/3] 01_broken: failed in" in stderr and "[3/3] 02_after: 100%" in stderr
     assert "RuntimeError" in runs[1].error and "boom in cell" in runs[1].error
     assert runs[0].finding == "all good smoke" and runs[2].finding == "still ran"
     index = (out / "index.html").read_text()
@@ -68,6 +71,7 @@ def test_matrix_metadata_expands_into_one_run_per_value(tmp_path):
                                                        ("10_train_cstr", {"model": "cstr"})]
 
 
+@pytest.mark.slow  # every notebook through papermill (minutes)
 def test_every_notebook_runs_end_to_end_with_the_smoke_profile(tmp_path):
     runs = run_reports("smoke", 0, out_dir=tmp_path)
     failed = {r.name: r.error for r in runs if r.status != "ok"}

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ocrlib.bench import markdown_table, render_throughput
+from ocrlib.bench import cases_markdown, render_throughput
 from ocrlib.data import render_ink, render_tex
 from ocrlib.data.render import cli_render, render_dataset, render_one
 from ocrlib.data.sources import read_gt
@@ -213,5 +213,5 @@ def test_tex_refuses_macro_definitions():
 def test_bench_render_throughput_case():
     result = render_throughput("mathtext", workers=1, n=20)
     assert result["written"] + result["failed"] == 20 and result["value"] > 0 and result["cpu_ms_per_image"] > 0
-    table = markdown_table([{"name": "render mathtext, 1 worker", "group": "render", **result}])
+    table = cases_markdown([{"name": "render mathtext, 1 worker", "group": "render", **result}])
     assert table.splitlines()[2].startswith("| render mathtext, 1 worker | ")

@@ -7,16 +7,18 @@ A set whose folder already holds a manifest for the same request is reused, not 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from ocrlib.data.render import render_dataset
-from ocrlib.data.render_tex import TexUnavailable, check_tex
+from ocrlib.data.render_tex import available_renderer
 from ocrlib.data.sources import InkExpression, read_formula_list, read_gt, read_inkml
 from ocrlib.errors import BadInput
 from ocrlib.data.splits import split_by_writer, split_formulas
@@ -95,12 +97,9 @@ def build_datasets(profile: str = "quick", seed: int = 0, workers: int = 2, root
                                                         seed, workers, progress)
 
     # The shifted test set: the same test formulas typeset by real TeX (the competition's public->private drop).
-    try:
-        check_tex()
-        built.tex_renderer = "tex"
-    except TexUnavailable as err:
-        print(f"note: {err} -- the shifted test set is rendered with mathtext instead")
-        built.tex_renderer = "mathtext"
+    built.tex_renderer, note = available_renderer("tex")
+    if note:
+        print(f"note: {note} -- the shifted test set is rendered with mathtext instead", file=sys.stderr)
     built.sets["tex/test"] = _render_cached(splits["test"][: prof.tex_test], root / "printed_tex" / "test",
                                             built.tex_renderer, seed + 1, workers, progress)
 
@@ -112,7 +111,8 @@ def build_datasets(profile: str = "quick", seed: int = 0, workers: int = 2, root
         # Split the parsed expressions by writer; unreadable files are left out and counted here.
         expressions = [e for e in map(_try_read_inkml, paths) if e is not None]
         if len(expressions) < len(paths):
-            print(f"note: {len(paths) - len(expressions)} of {len(paths)} InkML files are unusable and left out")
+            print(f"note: {len(paths) - len(expressions)} of {len(paths)} InkML files are unusable and left out",
+                  file=sys.stderr)
         hw_splits = {k: [Path(e.path) for e in v] for k, v in split_by_writer(expressions).items()}
         built.handwritten_source = f"CROHME ink {inkml_dir} ({len(paths):,} expressions, split by writer)"
     else:
@@ -130,3 +130,16 @@ def build_datasets(profile: str = "quick", seed: int = 0, workers: int = 2, root
          "printed_source": built.printed_source, "handwritten_source": built.handwritten_source,
          "tex_renderer": built.tex_renderer}, indent=2))
     return built
+
+
+def synthetic_sets(n: int, seed: int = 0, renderer: str = "mathtext", val_fraction: float = 0.1,
+                   workers: int = 1, progress: bool = True) -> tuple[Path, Path]:
+    """Train and val folders rendered from the formula generator (training's `data.source: synth`), split by
+    formula hash so that validation formulas are new; cached in data/cache/<hash of the request>."""
+    request = json.dumps({"n": n, "seed": seed, "renderer": renderer, "val_fraction": val_fraction}, sort_keys=True)
+    root = DATA_DIR / "cache" / hashlib.sha1(request.encode()).hexdigest()[:12]
+    formulas = generate_formulas(n, seed, mathtext_safe=renderer == "mathtext")
+    splits = split_formulas(formulas, (("train", 1 - val_fraction), ("val", val_fraction)))
+    train_dir, val_dir = (_render_cached(splits[split], root / split, renderer, seed + offset, workers, progress)
+                          for offset, split in enumerate(("train", "val")))
+    return train_dir, val_dir

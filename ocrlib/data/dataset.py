@@ -25,6 +25,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ocrlib.config import DataConfig
 from ocrlib.data.augment import Augmenter, build_augment, vertical_fix as rotate_if_vertical
 from ocrlib.data.sources import Sample, read_gt
 from ocrlib.errors import BadInput
@@ -123,10 +124,11 @@ class FormulaDataset(Dataset):
     same whichever worker loads it, and different in the next epoch (`set_epoch`).
     """
 
-    def __init__(self, data: str | Path | Sequence[Sample], vocab: Vocab, height: int = 128, width: int | None = 128,
-                 augment: str | Callable[[np.ndarray], np.ndarray] | None = None, vertical_fix: bool = True,
-                 channels: int = 1, max_width: int = MAX_WIDTH, width_multiple: int = WIDTH_MULTIPLE,
-                 seed: int = 0, max_pixels: int = MAX_PIXELS):
+    def __init__(self, data: str | Path | Sequence[Sample], vocab: Vocab, height: int = DataConfig.height,
+                 width: int | None = DataConfig.width, augment: str | Callable[[np.ndarray], np.ndarray] | None = None,
+                 vertical_fix: bool = DataConfig.vertical_fix, channels: int = DataConfig.channels,
+                 max_width: int = MAX_WIDTH, width_multiple: int = WIDTH_MULTIPLE, seed: int = 0,
+                 max_pixels: int = MAX_PIXELS):
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
         self.root = None if isinstance(data, Sequence) and not isinstance(data, str) else Path(data)
@@ -154,6 +156,13 @@ class FormulaDataset(Dataset):
         self.lengths = [len(target) for target in self.targets]
         self.skipped: Counter[str] = Counter()
         self._n_loaded = 0
+
+    @classmethod
+    def for_config(cls, data: str | Path | Sequence[Sample], vocab: Vocab, config: DataConfig,
+                   augment: str | None = None, seed: int = 0) -> FormulaDataset:
+        """The images as a model trained with this DataConfig sees them (augmented only when asked)."""
+        return cls(data, vocab, height=config.height, width=config.width, augment=augment,
+                   vertical_fix=config.vertical_fix, channels=config.channels, seed=seed)
 
     def _encode(self, tokens: list[str]) -> list[int]:
         ids = self.vocab.encode(tokens)

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ocrlib.data import render_tex
-from ocrlib.data.render_tex import TexUnavailable, check_tex
+from ocrlib.data.render_tex import available_renderer, check_tex
 from ocrlib.data.sources import read_formula_list, read_inkml
 from ocrlib.data.splits import split_of
 from ocrlib.data.synth import generate_formulas
@@ -192,13 +192,9 @@ def _inkml_truth(path: Path) -> str | None:
 
 def cli_render(args) -> int:
     """`python -m ocrlib render`: --corpus, --renderer, --out, --n, --workers, --seed, --split."""
-    renderer = args.renderer
-    if renderer == "tex":
-        try:
-            check_tex()
-        except TexUnavailable as err:
-            print(f"{err} -- rendering with mathtext instead", file=sys.stderr)
-            renderer = "mathtext"
+    renderer, note = available_renderer(args.renderer)
+    if note:
+        print(f"note: {note} -- rendering with mathtext instead", file=sys.stderr)
     items = _corpus(args, renderer)
     if not items:
         raise BadInput(args.corpus, f"no formulas{' in split ' + args.split if args.split else ''}")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ocrlib.config import Cell, Ints, ModelConfig, Size, Strides
 from ocrlib.models.base import Recognizer
 from ocrlib.models.deform_conv import DeformConv2d
 from ocrlib.models.layers import AttentionRNNDecoder, ResNetBackbone
@@ -27,20 +28,19 @@ from ocrlib.models.tps import TPSRectifier
 
 
 @dataclass
-class ASTERConfig:
-    in_channels: int = 1  # grayscale input
+class ASTERConfig(ModelConfig):
     rectify: bool = True  # TPS rectification stage (paper: on)
-    rectified_size: tuple = (64, 256)  # TPS output (h, w) fed to the ResNet (paper: 32 x 100)
+    rectified_size: Size = (64, 256)  # TPS output (h, w) fed to the ResNet (paper: 32 x 100)
     num_fiducial: int = 20  # TPS control points, half on the top edge, half on the bottom (paper: 20)
-    loc_size: tuple = (32, 64)  # localisation-net input size (paper: 32 x 64)
-    channels: tuple = (32, 64, 128, 256, 256)  # ResNet stage widths (paper, Table 1: ... 256, 512)
-    blocks: tuple = (1, 2, 2, 2, 1)  # residual blocks per stage (paper: 3, 4, 6, 6, 3 = 45 layers)
-    strides: tuple = ((2, 2), (2, 2), (2, 1), (2, 1), (2, 1))  # per stage (h, w) (paper)
+    loc_size: Size = (32, 64)  # localisation-net input size (paper: 32 x 64)
+    channels: Ints = (32, 64, 128, 256, 256)  # ResNet stage widths (paper, Table 1: ... 256, 512)
+    blocks: Ints = (1, 2, 2, 2, 1)  # residual blocks per stage (paper: 3, 4, 6, 6, 3 = 45 layers)
+    strides: Strides = ((2, 2), (2, 2), (2, 1), (2, 1), (2, 1))  # per stage (h, w) (paper)
     stem_channels: int = 32  # 3x3 stem conv (paper: 32)
     feature_height: int = 2  # rows per column after adaptive pooling, flattened (paper: 1)
     lstm_hidden: int = 128  # BiLSTM width per direction (paper: 256)
     lstm_layers: int = 2  # BiLSTM layers (paper: 2)
-    cell: str = "gru"  # decoder cell (paper: GRU)
+    cell: Cell = "gru"  # decoder cell (paper: GRU)
     dec_hidden: int = 256  # decoder state width (paper: 512)
     embed_dim: int = 128  # token embedding width
     attn_dim: int = 256  # additive-attention width (paper: 512)
@@ -53,9 +53,7 @@ class ASTERConfig:
 class ASTER(Recognizer):
     Config = ASTERConfig
 
-    def __init__(self, vocab_size: int, max_len: int, pad_id: int = 0, sos_id: int = 1, eos_id: int = 2, **config):
-        super().__init__(vocab_size, max_len, pad_id, sos_id, eos_id, **config)
-        c = self.config
+    def build(self, c: ASTERConfig) -> None:
         self.rectifier = (TPSRectifier(c.in_channels, tuple(c.rectified_size), c.num_fiducial, tuple(c.loc_size))
                           if c.rectify else None)
         self.backbone = ResNetBackbone(c.in_channels, c.channels, c.blocks, c.strides, c.stem_channels)
@@ -64,8 +62,8 @@ class ASTER(Recognizer):
         self.pool = nn.AdaptiveAvgPool2d((c.feature_height, None))
         self.encoder = nn.LSTM(self.backbone.out_channels * c.feature_height, c.lstm_hidden, c.lstm_layers,
                                batch_first=True, bidirectional=True)
-        self.decoder = AttentionRNNDecoder(vocab_size, 2 * c.lstm_hidden, c.dec_hidden, c.embed_dim, c.attn_dim,
-                                           c.cell, c.dropout, pad_id, sos_id)
+        self.decoder = AttentionRNNDecoder(self.vocab_size, 2 * c.lstm_hidden, c.dec_hidden, c.embed_dim, c.attn_dim,
+                                           c.cell, c.dropout, self.pad_id, self.sos_id)
 
     def _make_deformable(self, n_stages: int, modulated: bool) -> None:
         """Swap the second 3x3 conv of each block of the last n stages for a DeformConv2d."""

@@ -12,19 +12,19 @@ from dataclasses import dataclass
 
 import torch
 
+from ocrlib.config import Cell, Ints, ModelConfig, Strides
 from ocrlib.models.base import Recognizer
 from ocrlib.models.layers import Adaptive2DPositionalEncoding, AttentionRNNDecoder, ResNetBackbone
 
 
 @dataclass
-class AttentionConfig:
-    in_channels: int = 1  # grayscale input
-    channels: tuple = (32, 64, 128, 256)  # CNN stage widths; the last is the memory width
-    blocks: tuple = (1, 1, 2, 1)  # residual blocks per stage
-    strides: tuple = ((2, 2), (2, 2), (2, 1), (2, 1))  # per stage (h, w): 64x256 -> 4x64 grid
+class AttentionConfig(ModelConfig):
+    channels: Ints = (32, 64, 128, 256)  # CNN stage widths; the last is the memory width
+    blocks: Ints = (1, 1, 2, 1)  # residual blocks per stage
+    strides: Strides = ((2, 2), (2, 2), (2, 1), (2, 1))  # per stage (h, w): 64x256 -> 4x64 grid
     stem_channels: int = 32  # 3x3 stem conv before the stages
     position_encoding: bool = True  # add 2D sinusoids to the grid (not in Xu et al.)
-    cell: str = "lstm"  # "lstm" (Xu et al.) or "gru"
+    cell: Cell = "lstm"  # "lstm" (Xu et al.) or "gru"
     hidden: int = 256  # recurrent state width
     embed_dim: int = 128  # token embedding width
     attn_dim: int = 256  # additive-attention width
@@ -34,14 +34,12 @@ class AttentionConfig:
 class AttentionOCR(Recognizer):
     Config = AttentionConfig
 
-    def __init__(self, vocab_size: int, max_len: int, pad_id: int = 0, sos_id: int = 1, eos_id: int = 2, **config):
-        super().__init__(vocab_size, max_len, pad_id, sos_id, eos_id, **config)
-        c = self.config
+    def build(self, c: AttentionConfig) -> None:
         self.backbone = ResNetBackbone(c.in_channels, c.channels, c.blocks, c.strides, c.stem_channels)
         width = self.backbone.out_channels
         self.pos2d = Adaptive2DPositionalEncoding(width, adaptive=False) if c.position_encoding else None
-        self.decoder = AttentionRNNDecoder(vocab_size, width, c.hidden, c.embed_dim, c.attn_dim, c.cell,
-                                           c.dropout, pad_id, sos_id)
+        self.decoder = AttentionRNNDecoder(self.vocab_size, width, c.hidden, c.embed_dim, c.attn_dim, c.cell,
+                                           c.dropout, self.pad_id, self.sos_id)
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         features = self.backbone(images)  # (B, C, h, w)

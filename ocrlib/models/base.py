@@ -1,15 +1,23 @@
 """The one interface every recogniser implements (like parseq's BaseSystem).
 
-Constructor convention (all five models, so the registry can build any of them):
+A model is one class with a config dataclass and a `build` hook; the constructor lives here once:
 
-    Model(vocab_size, max_len, pad_id=0, sos_id=1, eos_id=2, **config)
+    @dataclass
+    class MyConfig(ModelConfig):          # ocrlib.config.ModelConfig: max_len, in_channels
+        hidden: int = 64                  # a comment on every default
+    class MyModel(Recognizer):
+        Config = MyConfig
+        def build(self, c: MyConfig): ... # layers; self.vocab_size, max_len, pad_id, sos_id, eos_id are set
+        def encode(self, images): ...
 
-where `config` holds fields of the model's config dataclass (`Model.Config`, e.g. `SATRNConfig`,
-each default with a comment, like nanoGPT's GPTConfig); an unknown field raises ValueError listing
-the valid ones. `max_len` is the longest target the model must handle (targets incl. eos).
+    MyModel(vocab_size, config=None, pad_id=0, sos_id=1, eos_id=2, **fields)  # fields override config
+
+plus one line in ocrlib.models.MODELS and a YAML in ocrlib/configs/. An unknown or mistyped field is a
+BadInput (a ValueError) naming the field.
 
 Training:  forward(images (B,C,H,W), targets (B,T) [ids.., eos, pad..] no sos, tf_ratio) -> logits (B,T,V)
-           loss(logits, targets, label_smoothing) -> cross-entropy ignoring pad
+           forward_logits_loss(images, targets, tf_ratio, label_smoothing) -> (logits, loss): what the
+           training loop calls; a model with several losses (SRN) overrides it
 Inference: decode(images, max_len=None, beam=1, constraints=None) -> DecodeResult (see ocrlib.decoding)
 
 Step API that `ocrlib.decoding` drives (greedy and beam search live once, for all models):
@@ -20,49 +28,41 @@ Step API that `ocrlib.decoding` drives (greedy and beam search live once, for al
 
 A subclass normally defines `encode(images) -> (memory (B,S,C), (h, w))` and sets `self.decoder`
 to a layers.TransformerDecoder or layers.AttentionRNNDecoder; the default forward / init_state /
-step then work unchanged. Shared layers (ocrlib.models.layers):
-    ShallowCNN(in_ch, out_ch); ResNetBackbone(in_channels, channels, blocks, strides); BasicBlock
-    Adaptive2DPositionalEncoding(d_model, adaptive=True)(x (B,C,H,W)); PositionalEncoding1D
-    TransformerEncoderLayer(d_model, n_heads, d_ff, dropout, head_dim, locality)(x (B,S,D), hw)
-    TransformerDecoder(vocab, d_model, n_layers, n_heads, d_ff, dropout, head_dim, max_len, pad_id, sos_id)
-    AttentionRNNDecoder(vocab, memory_dim, hidden, embed_dim, attn_dim, cell, dropout, pad_id, sos_id)
-    AdditiveAttention(query_dim, memory_dim, attn_dim); MultiHeadAttention(d_model, n_heads, head_dim)
+step then work unchanged. Shared layers live in ocrlib.models.layers.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ocrlib.config import ModelConfig, make_section
 from ocrlib.decoding import DecodeResult, beam_search, greedy, reorder
 
-__all__ = ["Recognizer", "DecodeResult", "build_config"]
-
-
-def build_config(config_cls: type, values: dict[str, Any]):
-    """Instantiate a config dataclass, failing with the list of valid fields on an unknown one."""
-    names = [f.name for f in dataclasses.fields(config_cls)]
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise ValueError(f"{config_cls.__name__}: unknown field(s) {', '.join(unknown)}; valid: {', '.join(names)}")
-    return config_cls(**values)
+__all__ = ["Recognizer", "ParallelRecognizer", "DecodeResult"]
 
 
 class Recognizer(nn.Module):
-    """Base class: image -> token ids. Subclasses set `Config` and implement `encode`."""
+    """Base class: image -> token ids. Subclasses set `Config`, implement `build` and `encode`."""
 
-    Config: ClassVar[type]
+    Config: ClassVar[type[ModelConfig]] = ModelConfig
 
-    def __init__(self, vocab_size: int, max_len: int, pad_id: int = 0, sos_id: int = 1, eos_id: int = 2, **config):
+    def __init__(self, vocab_size: int, config: ModelConfig | None = None, pad_id: int = 0, sos_id: int = 1,
+                 eos_id: int = 2, **fields):
         super().__init__()
-        self.vocab_size = vocab_size
-        self.max_len = max_len
+        values = {**(dataclasses.asdict(config) if config is not None else {}), **fields}
+        self.config = make_section(self.Config, values, type(self).__name__)
+        self.vocab_size, self.max_len = vocab_size, self.config.max_len
         self.pad_id, self.sos_id, self.eos_id = pad_id, sos_id, eos_id
-        self.config = build_config(self.Config, config)
-        self.decoder: nn.Module  # set by the subclass
+        self.decoder: nn.Module | None = None  # set by build() in encoder-decoder models
+        self.build(self.config)
+
+    def build(self, c: ModelConfig) -> None:
+        """Create the layers from the config (called once by __init__)."""
+        raise NotImplementedError
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """images (B,C,H,W) -> memory (B,S,C') with S = h*w, and the feature grid (h, w)."""
@@ -73,8 +73,15 @@ class Recognizer(nn.Module):
         return self.decoder(memory, targets, tf_ratio)  # (B, T, V)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+        """Cross-entropy of logits (B,T,V) against targets (B,T), ignoring pad."""
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=self.pad_id,
                                label_smoothing=label_smoothing)
+
+    def forward_logits_loss(self, images: torch.Tensor, targets: torch.Tensor, tf_ratio: float = 1.0,
+                            label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """One training step's logits (B,T,V) and loss together (the training loop calls this, through DDP)."""
+        logits = self(images, targets, tf_ratio)
+        return logits, self.loss(logits, targets, label_smoothing)
 
     # ---- step API for ocrlib.decoding
     def init_state(self, images: torch.Tensor) -> dict:

@@ -24,15 +24,15 @@ import torch
 from torch import nn
 
 from ocrlib.models.layers import Adaptive2DPositionalEncoding, BasicBlock, conv_bn_relu
+from ocrlib.config import Ints, ModelConfig, Strides
 from ocrlib.models.base import ParallelRecognizer
 
 
 @dataclass
-class CSTRConfig:
-    in_channels: int = 1  # grayscale input
-    channels: tuple = (64, 128, 256, 256)  # CPNet stage widths (paper: 48..768)
-    blocks: tuple = (1, 2, 3, 2)  # residual blocks per stage, each followed by CBAM
-    strides: tuple = ((2, 2), (2, 2), (2, 2), (1, 1))  # per stage (h, w): 1/8 resolution
+class CSTRConfig(ModelConfig):
+    channels: Ints = (64, 128, 256, 256)  # CPNet stage widths (paper: 48..768)
+    blocks: Ints = (1, 2, 3, 2)  # residual blocks per stage, each followed by CBAM
+    strides: Strides = ((2, 2), (2, 2), (2, 2), (1, 1))  # per stage (h, w): 1/8 resolution
     stem_channels: int = 32  # 3x3 stem conv before the stages
     cbam_reduction: int = 16  # channel-attention bottleneck ratio (CBAM paper: 16)
     cbam_kernel: int = 7  # spatial-attention conv size (CBAM paper: 7)
@@ -86,9 +86,7 @@ class SeparatedAttentionHead(nn.Module):
 class CSTR(ParallelRecognizer):
     Config = CSTRConfig
 
-    def __init__(self, vocab_size: int, max_len: int, pad_id: int = 0, sos_id: int = 1, eos_id: int = 2, **config):
-        super().__init__(vocab_size, max_len, pad_id, sos_id, eos_id, **config)
-        c = self.config
+    def build(self, c: CSTRConfig) -> None:
         if not len(c.channels) == len(c.blocks) == len(c.strides):
             raise ValueError("channels, blocks and strides need one entry per stage")
         layers, prev = [conv_bn_relu(c.in_channels, c.stem_channels)], c.stem_channels
@@ -99,7 +97,7 @@ class CSTR(ParallelRecognizer):
                 prev = out_ch
         self.cpnet = nn.Sequential(*layers)
         self.pos2d = Adaptive2DPositionalEncoding(prev, adaptive=False) if c.position_encoding else None
-        self.head = SeparatedAttentionHead(prev, c.head_channels, max_len, vocab_size, c.shared_classifier, c.dropout)
+        self.head = SeparatedAttentionHead(prev, c.head_channels, c.max_len, self.vocab_size, c.shared_classifier, c.dropout)
 
     def predict(self, images: torch.Tensor):
         features = self.cpnet(images)  # (B, C, h, w)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ocrlib.config import ModelConfig
 from ocrlib.models.base import Recognizer
 from ocrlib.models.layers import (
     Adaptive2DPositionalEncoding,
@@ -27,8 +28,7 @@ from ocrlib.models.layers import (
 
 
 @dataclass
-class SATRNConfig:
-    in_channels: int = 1  # grayscale input
+class SATRNConfig(ModelConfig):
     hidden: int = 192  # model width d_model (competition: 300)
     filter: int = 384  # feed-forward width (competition: 600)
     encoder_layers: int = 3  # competition: 6
@@ -46,9 +46,7 @@ class SATRNConfig:
 class SATRN(Recognizer):
     Config = SATRNConfig
 
-    def __init__(self, vocab_size: int, max_len: int, pad_id: int = 0, sos_id: int = 1, eos_id: int = 2, **config):
-        super().__init__(vocab_size, max_len, pad_id, sos_id, eos_id, **config)
-        c = self.config
+    def build(self, c: SATRNConfig) -> None:
         self.stem = ShallowCNN(c.in_channels, c.hidden, c.stem_channels, pools=c.stem_pools)
         self.pos2d = Adaptive2DPositionalEncoding(c.hidden, adaptive=c.adaptive_pe, dropout=c.dropout)
         self.encoder = nn.ModuleList(
@@ -56,8 +54,8 @@ class SATRN(Recognizer):
             for _ in range(c.encoder_layers)
         )
         self.encoder_norm = nn.LayerNorm(c.hidden)
-        self.decoder = TransformerDecoder(vocab_size, c.hidden, c.decoder_layers, c.heads, c.filter, c.dropout,
-                                          c.head_dim, max_len, pad_id, sos_id, sample=c.sample_scheduled)
+        self.decoder = TransformerDecoder(self.vocab_size, c.hidden, c.decoder_layers, c.heads, c.filter, c.dropout,
+                                          c.head_dim, c.max_len, self.pad_id, self.sos_id, sample=c.sample_scheduled)
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         features = self.pos2d(self.stem(images))  # (B, D, H/2^pools, W/2^pools)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ocrlib.config import Ints, ModelConfig, Strides
 from ocrlib.models.base import ParallelRecognizer
 from ocrlib.models.layers import (
     Adaptive2DPositionalEncoding,
@@ -32,11 +33,10 @@ from ocrlib.models.layers import (
 
 
 @dataclass
-class SRNConfig:
-    in_channels: int = 1  # grayscale input
-    channels: tuple = (32, 64, 128, 256)  # ResNet stage widths (paper: ResNet-50 + FPN, 512 wide)
-    blocks: tuple = (1, 2, 2, 2)  # residual blocks per stage
-    strides: tuple = ((2, 2), (2, 2), (2, 2), (1, 1))  # per stage (h, w): 1/8 resolution as in the paper
+class SRNConfig(ModelConfig):
+    channels: Ints = (32, 64, 128, 256)  # ResNet stage widths (paper: ResNet-50 + FPN, 512 wide)
+    blocks: Ints = (1, 2, 2, 2)  # residual blocks per stage
+    strides: Strides = ((2, 2), (2, 2), (2, 2), (1, 1))  # per stage (h, w): 1/8 resolution as in the paper
     stem_channels: int = 32  # 3x3 stem conv before the stages
     hidden: int = 256  # d_model of encoder, PVAM and GSRM (paper: 512)
     heads: int = 8  # attention heads (paper: 8)
@@ -104,14 +104,12 @@ class VSFD(nn.Module):
 
 
 class SRN(ParallelRecognizer):
-    """forward -> fused logits; `forward_all` -> all three; `loss` adds the visual and semantic terms
-    whenever it is given the fused logits of the latest forward (the usual train loop: forward, loss)."""
+    """forward -> fused logits; `forward_all` -> all three; `forward_logits_loss` -> fused logits and the
+    three-term loss (what training uses)."""
 
     Config = SRNConfig
 
-    def __init__(self, vocab_size: int, max_len: int, pad_id: int = 0, sos_id: int = 1, eos_id: int = 2, **config):
-        super().__init__(vocab_size, max_len, pad_id, sos_id, eos_id, **config)
-        c = self.config
+    def build(self, c: SRNConfig) -> None:
         self.backbone = ResNetBackbone(c.in_channels, c.channels, c.blocks, c.strides, c.stem_channels)
         self.project = nn.Conv2d(self.backbone.out_channels, c.hidden, 1)
         self.pos2d = Adaptive2DPositionalEncoding(c.hidden, adaptive=False)
@@ -119,11 +117,10 @@ class SRN(ParallelRecognizer):
             TransformerEncoderLayer(c.hidden, c.heads, c.filter, c.dropout) for _ in range(c.encoder_layers)
         )
         self.encoder_norm = nn.LayerNorm(c.hidden)
-        self.pvam = PVAM(c.hidden, max_len)
-        self.visual_head = nn.Linear(c.hidden, vocab_size)
-        self.gsrm = GSRM(vocab_size, c.hidden, max_len, c.gsrm_layers, c.heads, c.filter, c.dropout)
-        self.vsfd = VSFD(c.hidden, vocab_size)
-        self._branches: tuple | None = None  # (fused, visual, semantic) of the latest forward with grad
+        self.pvam = PVAM(c.hidden, c.max_len)
+        self.visual_head = nn.Linear(c.hidden, self.vocab_size)
+        self.gsrm = GSRM(self.vocab_size, c.hidden, c.max_len, c.gsrm_layers, c.heads, c.filter, c.dropout)
+        self.vsfd = VSFD(c.hidden, self.vocab_size)
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         features = self.pos2d(self.project(self.backbone(images)))  # (B, D, h, w)
@@ -146,25 +143,13 @@ class SRN(ParallelRecognizer):
         out = self.forward_all(images)
         return out["fused"], out["attention"], out["hw"]
 
-    def forward(self, images: torch.Tensor, targets: torch.Tensor, tf_ratio: float = 1.0) -> torch.Tensor:
-        T = self.positions(targets)
+    def forward_logits_loss(self, images: torch.Tensor, targets: torch.Tensor, tf_ratio: float = 1.0,
+                            label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fused logits (B,T,V) and the paper's loss w_v L_visual + w_s L_semantic + w_f L_fused."""
+        T, c = self.positions(targets), self.config
         out = self.forward_all(images)
-        fused = out["fused"][:, :T]  # (B, T, V)
-        # Kept (only while training with autograd) so `loss` can add the two auxiliary terms.
-        self._branches = (fused, out["visual"][:, :T], out["semantic"][:, :T]) if torch.is_grad_enabled() else None
-        return fused
-
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-        """Paper loss w_v L_visual + w_s L_semantic + w_f L_fused when `logits` are the latest forward's
-        fused logits; plain cross-entropy of `logits` otherwise."""
-        c = self.config
-        fused = None if self._branches is None else self._branches[0]
-        # Equality, not identity: DDP hands back a clone of the forward's output.
-        if fused is None or fused.shape != logits.shape or not torch.equal(fused, logits):
-            return super().loss(logits, targets, label_smoothing)
-        _, visual, semantic = self._branches
-        self._branches = None
-        ce = super().loss
-        return (c.visual_weight * ce(visual, targets, label_smoothing)
-                + c.semantic_weight * ce(semantic, targets, label_smoothing)
-                + c.fused_weight * ce(logits, targets, label_smoothing))
+        visual, semantic, fused = (out[key][:, :T] for key in ("visual", "semantic", "fused"))
+        loss = (c.visual_weight * self.loss(visual, targets, label_smoothing)
+                + c.semantic_weight * self.loss(semantic, targets, label_smoothing)
+                + c.fused_weight * self.loss(fused, targets, label_smoothing))
+        return fused, loss

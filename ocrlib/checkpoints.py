@@ -1,0 +1,83 @@
+"""Checkpoint files: written atomically, read without executing code, turned back into a model.
+
+A checkpoint is a dict of tensors and plain values (weights, vocabulary tokens, the config as plain
+dicts, training state), so `torch.load(weights_only=True)` reads it and loading never runs code from
+the file. `format` names the layout: 2 since the typed config (ocrlib.config); files without it are
+format 1, whose keys are the same, so they load and resume unchanged.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from pathlib import Path
+
+import torch
+
+from ocrlib.config import RunConfig
+from ocrlib.errors import BadInput
+
+FORMAT = 2
+KNOWN_FORMATS = (1, 2)
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """Write to a temporary file, fsync, then os.replace: a crash mid-write leaves the old checkpoint intact."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """torch.load(weights_only=True) with one-line BadInput errors for missing, unsafe, corrupt and unknown files."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(path, "no such checkpoint file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if unsafe:
+            raise BadInput(path, f"refused: the checkpoint holds a pickled Python object ({unsafe.group(1)}), "
+                                 "not only tensors and plain values (loaded with weights_only=True)") from err
+        raise BadInput(path, "corrupt checkpoint (not a torch.save file)") from err
+    except Exception as err:  # torch reports damaged files as RuntimeError, EOFError, KeyError...
+        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        raise BadInput(path, f"corrupt or truncated checkpoint ({reason})") from err
+    if not isinstance(state, dict):
+        raise BadInput(path, f"not an ocrlib checkpoint (holds a {type(state).__name__}, not a dict)")
+    if state.get("format", 1) not in KNOWN_FORMATS:
+        raise BadInput(path, f"checkpoint format {state['format']!r} is not one this ocrlib reads "
+                             f"({', '.join(map(str, KNOWN_FORMATS))}); it was written by a newer version")
+    return state
+
+
+def config_of(state: dict, path: str | Path) -> RunConfig:
+    """The run config a checkpoint was trained with."""
+    if "config" not in state:
+        raise BadInput(path, "not an ocrlib checkpoint (no config)")
+    return RunConfig.from_dict(state["config"], path)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
+    """A checkpoint written by `ocrlib.train` -> (model in eval mode, Vocab, RunConfig)."""
+    from ocrlib.models import model_from_config
+    from ocrlib.tokens import Vocab
+
+    state = read_checkpoint(path, device)
+    missing = [key for key in ("model", "vocab", "config") if key not in state]
+    if missing:
+        raise BadInput(path, f"not an ocrlib checkpoint (no {', '.join(missing)})")
+    vocab, config = Vocab(state["vocab"]), config_of(state, path)
+    model = model_from_config(config, vocab)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise BadInput(path, f"weights do not fit the model of its config ({str(err).splitlines()[0]})") from err
+    return model.to(device).eval(), vocab, config

@@ -1,0 +1,50 @@
+"""ASTER: the deformable option, and the TPS rectifier (ocrlib.models.tps)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ocrlib.models import create_model
+from ocrlib.models.deform_conv import DeformConv2d
+from ocrlib.models.tps import TPSRectifier, fiducial_points
+
+from test_models import TINY, glyph_formulas
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def tiny(**overrides):
+    torch.manual_seed(0)
+    return create_model("aster", 14, max_len=8, **{**TINY["aster"], **overrides})
+
+
+def test_deformable_option_swaps_last_stage_convs():
+    model = tiny(deformable=True, deformable_stages=1)
+    assert sum(isinstance(m, DeformConv2d) for m in model.modules()) == 1  # last stage has one block
+    assert not any(isinstance(m, DeformConv2d) for m in tiny().modules())
+
+
+def test_tps_identity_control_points_give_identity_warp():
+    torch.manual_seed(0)
+    images = torch.rand(2, 1, 24, 40)
+    same = TPSRectifier(1, (24, 40), num_fiducial=10).eval()
+    assert torch.allclose(same(images), images, atol=1e-4)
+    smaller = TPSRectifier(1, (12, 20), num_fiducial=10).eval()
+    resized = F.interpolate(images, size=(12, 20), mode="bilinear", align_corners=False)
+    assert torch.allclose(smaller(images), resized, atol=1e-4)
+    # A TPS reproduces affine maps: control points shifted by one pixel to the right shift the image.
+    shift = fiducial_points(10) + torch.tensor([2 / 40, 0.0])
+    grid = same.grid(shift[None])  # (1, H, W, 2)
+    warped = F.grid_sample(images, grid.expand(2, -1, -1, -1), align_corners=False)
+    assert torch.allclose(warped[..., :-1], images[..., 1:], atol=1e-4)
+
+
+def test_gradient_reaches_the_tps_localisation_net():
+    model = tiny()
+    images, targets = glyph_formulas(n=4)
+    optimizer = torch.optim.SGD(model.rectifier.parameters(), lr=0.1)
+    for _ in range(2):  # the regression layer starts at zero weights: its input gets gradient from step 2
+        optimizer.zero_grad()
+        model.loss(model(images, targets), targets).backward()
+        optimizer.step()
+    for name, param in model.rectifier.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name

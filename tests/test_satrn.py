@@ -1,0 +1,47 @@
+"""SATRN: two-pass scheduled sampling, stem width, the competition preset."""
+import torch
+
+from ocrlib.config import load_config
+from ocrlib.models import create_model
+
+from helpers import glyph_batch as _glyph_batch
+
+VOCAB = 24
+TINY = dict(hidden=32, filter=64, encoder_layers=1, decoder_layers=1, heads=4, dropout=0.0)
+
+
+def glyph_batch(n: int = 16, seed: int = 0):
+    """n short random formulas (3-8 tokens), each token a fixed 16x8 random glyph, left to right in 16x64."""
+    return _glyph_batch(n, seed, vocab=VOCAB)
+
+
+def test_two_pass_at_full_teacher_forcing_equals_teacher_forcing():
+    torch.manual_seed(0)
+    model = create_model("satrn", VOCAB, max_len=10, **TINY).eval()
+    images, targets = glyph_batch(4)
+    memory_kv = model.decoder.memory_kv(model.encode(images)[0])
+    teacher = model(images, targets, tf_ratio=1.0)
+    assert torch.equal(model.decoder.two_pass(memory_kv, targets, 1.0), teacher)
+    # tf_ratio 0: the second pass reads the first pass' argmax, i.e. teacher forcing on the predictions
+    predictions = teacher.argmax(-1)
+    assert torch.allclose(model.decoder.two_pass(memory_kv, targets, 0.0),
+                          model.decoder.teacher_forced(memory_kv, predictions), atol=1e-6)
+    assert not torch.allclose(model(images, targets, tf_ratio=0.0), teacher)
+
+
+def test_satrn_stem_width_is_configurable():
+    config = load_config("satrn")
+    model = create_model("satrn", 50, config=config.model)
+    widths = [m.out_channels for m in model.stem.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert widths == [config.model.stem_channels] * 2 + [config.model.hidden]
+    paper = create_model("satrn", 50, hidden=64, stem_channels=None)
+    assert [m.out_channels for m in paper.stem.modules() if isinstance(m, torch.nn.Conv2d)] == [32, 32, 64]
+
+
+def test_competition_satrn_uses_37_dim_heads_projected_to_300():
+    config = load_config("satrn", preset="competition")
+    assert config.model.hidden == 300 and config.data.height == 128
+    model = create_model("satrn", 245, config=config.model)
+    attn = model.encoder[0].attn
+    assert attn.q_proj.out_features == 8 * 37 and attn.out_proj.out_features == 300
+    assert len(model.encoder) == 6 and len(model.decoder.layers) == 3
