@@ -16,6 +16,8 @@ import torch
 
 from ocrlib.config import RunConfig
 from ocrlib.errors import BadInput
+from ocrlib.models import model_from_config
+from ocrlib.tokens import Vocab
 
 FORMAT = 2
 KNOWN_FORMATS = (1, 2)
@@ -67,9 +69,6 @@ def config_of(state: dict, path: str | Path) -> RunConfig:
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     """A checkpoint written by `ocrlib.train` -> (model in eval mode, Vocab, RunConfig)."""
-    from ocrlib.models import model_from_config
-    from ocrlib.tokens import Vocab
-
     state = read_checkpoint(path, device)
     missing = [key for key in ("model", "vocab", "config") if key not in state]
     if missing:

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import yaml
 
 from ocrlib.errors import BadInput
+from ocrlib.models import MODELS, model_class  # the registry only: it imports no model module
 from ocrlib.paths import CONFIGS_DIR
 
 SECTIONS = ("model", "data", "training", "decoding")
@@ -221,8 +222,6 @@ def _read_yaml(path: Path) -> dict:
 
 def config_path(name_or_path: str | Path) -> Path:
     """A model name's own YAML, or an existing YAML file."""
-    from ocrlib.models import MODELS
-
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml") or candidate.is_file():
         if not candidate.is_file():
@@ -290,8 +289,6 @@ def _merge_layers(config: dict, layers: list[tuple[str, dict]], path) -> dict:
 
 
 def _build(data: dict, where) -> RunConfig:
-    from ocrlib.models import MODELS, model_class
-
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         raise BadInput(where, f"unknown section(s) {', '.join(unknown)}; expected {', '.join(SECTIONS)}")
@@ -319,8 +316,6 @@ def load_config(name_or_path: str | Path, preset: str | None = None,
 
     overrides: ["training.lr=3e-4", ...] (as `--set`) or {"training.lr": 3e-4, ...}.
     """
-    from ocrlib.models import MODELS
-
     path = config_path(name_or_path)
     raw = _read_yaml(path)
     name = (raw.get("model") or {}).get("name")

@@ -17,12 +17,17 @@ import pandas as pd
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from ocrlib.checkpoints import load_checkpoint
 from ocrlib.config import DecodingConfig, RunConfig
+from ocrlib.data.dataset import FormulaDataset, load_gray, make_loader
+from ocrlib.data.sources import Sample, read_gt
+from ocrlib.decoding import BracketConstraint
 from ocrlib.errors import BadInput
 from ocrlib.metrics import (Results, aspect_bucket, breakdown, edit_distance, length_bucket, markdown_table,
                             results_of, token_wer)
+from ocrlib.tokens import join
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 COLUMNS = ["path", "gt", "pred", "correct", "edit_distance", "wer", "length", "source", "renderer", "aspect",
@@ -61,9 +66,7 @@ def evaluate(model, data, vocab, decoding: DecodingConfig | None = None, max_len
     Returns Results and one row per sample (COLUMNS); frame.attrs["n_skipped"] counts unreadable samples.
     `progress`: a progress bar over the batches on stderr.
     """
-    from tqdm.auto import tqdm
 
-    from ocrlib.data.dataset import make_loader
 
     loader = data if isinstance(data, DataLoader) else make_loader(data, batch_size, seed=0, shuffle=False)
     device = next(model.parameters()).device
@@ -90,8 +93,6 @@ def evaluate(model, data, vocab, decoding: DecodingConfig | None = None, max_len
 
 def decode_options(decoding: DecodingConfig, vocab) -> dict:
     """A DecodingConfig as keyword arguments of Recognizer.decode (beam, length_penalty, constraints)."""
-    from ocrlib.decoding import BracketConstraint
-
     constraints = BracketConstraint(vocab.tokens, vocab.eos_id) if decoding.brackets else None
     return {"beam": decoding.beam, "length_penalty": decoding.length_penalty, "constraints": constraints}
 
@@ -114,16 +115,12 @@ def report_tables(name: str, results: Results, frame: pd.DataFrame) -> str:
 def dataset_for(data, vocab, config: RunConfig):
     """A competition-layout folder (or a list of Samples) as the model of `config` sees it: its image size,
     no augmentation."""
-    from ocrlib.data.dataset import FormulaDataset
-
     return FormulaDataset.for_config(data, vocab, config.data)
 
 
 def cli_eval(args) -> int:
     """`ocrlib eval --checkpoint C --data FOLDER [--beam K] [--limit N] [--out results.json]`; without --beam,
     the checkpoint's decoding options."""
-    from ocrlib.data.sources import read_gt
-
     device = select_device()
     model, vocab, config = load_checkpoint(args.checkpoint, device)
     samples, bad_lines = read_gt(args.data)
@@ -173,8 +170,6 @@ def tsv_problem(path: Path) -> str | None:
 
 def prediction_line(path: Path, tokens: list[str], fmt: str = "tsv") -> str:
     """One output line of `predict`: `path<TAB>latex` (tsv) or {"path", "latex", "tokens"} as JSON (jsonl)."""
-    from ocrlib.tokens import join
-
     if fmt == "jsonl":
         return json.dumps({"path": str(path), "latex": join(tokens), "tokens": list(tokens)})
     return f"{path}\t{join(tokens)}"
@@ -186,9 +181,6 @@ def cli_predict(args) -> int:
 
     Exit status: 0 all recognised, 1 some failed, 2 none recognised.
     """
-    from ocrlib.data.dataset import load_gray
-    from ocrlib.data.sources import Sample
-
     fmt = getattr(args, "format", "tsv")
     if fmt not in PREDICT_FORMATS:
         raise BadInput(fmt, f"unknown output format (one of {', '.join(PREDICT_FORMATS)})")

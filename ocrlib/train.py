@@ -28,6 +28,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -35,15 +36,21 @@ import torch.distributed as dist
 import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ocrlib.checkpoints import read_checkpoint, save_checkpoint
 from ocrlib.config import DataConfig, RunConfig, TrainingConfig, load_config
+from ocrlib.data.build import synthetic_sets
+from ocrlib.data.dataset import BucketBatchSampler, FormulaDataset, make_loader
+from ocrlib.data.sources import read_gt
 from ocrlib.errors import BadInput
 from ocrlib.evaluate import evaluate, select_device
 from ocrlib.losses import bracket_ids, bracket_penalty
+from ocrlib.models import model_from_config
 from ocrlib.optim import build_optimizer, get_lr, get_tf_ratio
 from ocrlib.paths import RUNS_DIR
+from ocrlib.tokens import Vocab
 
 SUMMARY, CHECKPOINT, BEST, LOG = "summary.json", "checkpoint.pt", "best.pt", "metrics.jsonl"
 
@@ -83,7 +90,6 @@ def prepare_data(data: DataConfig, progress: bool = True) -> tuple[Path, Path]:
         return folders
     if data.train or data.val:
         raise BadInput(data.train or data.val, "set both data.train and data.val (or neither, for synthetic data)")
-    from ocrlib.data.build import synthetic_sets
 
     return synthetic_sets(data.synth_n, data.synth_seed, data.renderer, data.val_fraction, progress=progress)
 
@@ -261,11 +267,11 @@ def setup_processes(device_name: str) -> Processes:
 # ---------------------------------------------------------------- setup: data, model, optimiser
 @dataclass
 class RunData:
-    vocab: object  # ocrlib.tokens.Vocab
-    train_set: object  # FormulaDataset
-    sampler: object  # BucketBatchSampler, or ShardedBatchSampler around it
-    loader: object
-    val_loader: object
+    vocab: Vocab
+    train_set: FormulaDataset
+    sampler: BucketBatchSampler | ShardedBatchSampler  # sharded: one slice of the batches per rank
+    loader: DataLoader
+    val_loader: DataLoader
     train_dir: Path
     val_dir: Path
     bad_lines: int  # unusable gt.txt lines of train and val
@@ -274,10 +280,6 @@ class RunData:
 
 def setup_data(config: RunConfig, checkpoint: dict | None, procs: Processes, progress: bool) -> RunData:
     """Competition-layout folders (or a cached synthetic render), the vocabulary, datasets and loaders."""
-    from ocrlib.data.dataset import BucketBatchSampler, FormulaDataset, make_loader
-    from ocrlib.data.sources import read_gt
-    from ocrlib.tokens import Vocab
-
     data, training, max_len = config.data, config.training, config.model.max_len
     if not procs.master:
         procs.barrier()  # wait for rank 0 to render the synthetic set, if any
@@ -327,14 +329,12 @@ class Engine:
     step_model: nn.Module  # WithLoss(raw_model), DDP-wrapped when world > 1
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    autocast: object  # () -> context manager
+    autocast: Callable[[], contextlib.AbstractContextManager]  # autocast on CUDA with AMP, else a no-op
     brackets: list = field(default_factory=list)  # (open id, close id) pairs for the bracket penalty
 
 
 def setup_engine(config: RunConfig, vocab, procs: Processes) -> Engine:
     """Model (rank 0's initial weights are broadcast by DDP), optimiser and mixed precision."""
-    from ocrlib.models import model_from_config
-
     training, device = config.training, procs.device
     raw_model = model_from_config(config, vocab).to(device)
     step_model = WithLoss(raw_model)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from ocrlib.evaluate import read_checkpoint
+from ocrlib.checkpoints import read_checkpoint
 
 from helpers import tiny_config, write_dataset
 
@@ -19,7 +19,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_rank(rank: int, world_size: int, port: int, config: dict, run_dirs: list, out_dir: str,
+def run_rank(rank: int, world_size: int, port: int, config, run_dirs: list, out_dir: str,
              resume: bool = False, keep_step: int | None = None) -> None:
     """One torchrun-like process: the environment torchrun would set, then train(); saves its final weights
     (and, with keep_step, a copy of the checkpoint written at that step)."""
@@ -32,7 +32,7 @@ def run_rank(rank: int, world_size: int, port: int, config: dict, run_dirs: list
     class RecordingDDP(train_module.DDP):  # keeps a handle on this rank's model to compare weights afterwards
         def __init__(self, module, *args, **kwargs):
             super().__init__(module, *args, **kwargs)
-            wrapped.append(module)
+            wrapped.append(module.model)  # DDP wraps WithLoss(recogniser)
 
     train_module.DDP = RecordingDDP
     real_save = train_module.save_checkpoint
