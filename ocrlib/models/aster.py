@@ -4,7 +4,7 @@ TPS rectification (ocrlib.models.tps) -> ResNet -> two-layer BiLSTM over the fea
 -> attention GRU decoder (the shared `AttentionRNNDecoder`), decoded autoregressively through the
 shared step API (greedy / beam search of ocrlib.decoding).
 
-Defaults are a smaller model for CPU budgets (configs/aster.yaml, profile `paper`: the paper's
+Defaults are a smaller model for CPU budgets (configs/aster.yaml, preset `paper`: the paper's
 45-layer ResNet and widths). Differences from the paper: the rectified image is larger than its
 32x100 (formulas are taller than words), and each column keeps `feature_height` rows, flattened
 into the BiLSTM input, instead of the single row of a 32-pixel text line. The paper's second,

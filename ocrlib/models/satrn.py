@@ -5,7 +5,7 @@ positional encoding (A2DPE) -> transformer encoder whose feed-forward is localit
 decoder over the flattened 2D memory. Layers are pre-norm (the paper uses post-norm; pre-norm
 trains stably at the small batch sizes of a CPU budget).
 
-Competition setting (configs/satrn.yaml, profile `competition`): hidden 300, filter 600, 6 encoder /
+Competition setting (configs/satrn.yaml, preset `competition`): hidden 300, filter 600, 6 encoder /
 3 decoder layers, 8 heads at 128x128 input. 300 is not divisible by 8, so, as in the competition's
 baseline code, each head has 300 // 8 = 37 dims: queries/keys/values are projected to 8 * 37 = 296
 and the attention output back to 300 (`head_dim` field; None means hidden // heads).
