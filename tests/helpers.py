@@ -1,4 +1,4 @@
-"""Helpers shared by the test modules: synthetic glyph batches, sentence accuracy, the overfit loop,
+"""Helpers shared by the test modules: synthetic glyph batches, sentence accuracy, the overfit loop, tiny models,
 and the tiny on-disk dataset and training config.
 
 A plain module (not a test file): pytest puts tests/ on sys.path, so tests say `from helpers import ...`.
@@ -76,6 +76,29 @@ def overfit(model, images, targets, lr: float, max_steps: int, check_every: int,
             if accuracy == 1.0:
                 break
     return accuracy, step, loss.item() if torch.is_tensor(loss) else loss
+
+
+# ---------------------------------------------------------------- tiny models of all five recognisers
+VOCAB, MAX_LEN, H, W = 14, 8, 32, 96  # ids 0-3 are pad, sos, eos, unk; glyph tokens 4..13
+TINY = {  # small enough to train in seconds on one CPU thread
+    "satrn": dict(hidden=32, filter=64, encoder_layers=1, decoder_layers=1, heads=4, dropout=0.0),
+    "attention": dict(channels=(8, 16, 16, 32), blocks=(1, 1, 1, 1), stem_channels=8, hidden=64, embed_dim=16,
+                      attn_dim=32, dropout=0.0),
+    "aster": dict(rectified_size=(H, W), loc_size=(16, 32), channels=(16, 32, 32), blocks=(1, 1, 1),
+                  strides=((2, 2), (2, 2), (2, 1)), stem_channels=8, feature_height=1, lstm_hidden=32,
+                  lstm_layers=1, dec_hidden=64, embed_dim=16, attn_dim=32, dropout=0.0),
+    "srn": dict(channels=(16, 32, 32), blocks=(1, 1, 1), strides=((2, 2), (2, 2), (2, 2)), stem_channels=8,
+                hidden=32, heads=4, filter=64, encoder_layers=1, gsrm_layers=1, dropout=0.0),
+    "cstr": dict(channels=(16, 32, 32), blocks=(1, 1, 1), strides=((2, 2), (2, 2), (2, 2)), stem_channels=8,
+                 head_channels=32, dropout=0.0),
+}
+
+
+def glyph_formulas(n: int = 16, max_tokens: int = 5, seed: int = 0):
+    """n images of 2..max_tokens random glyphs (one fixed random 12x10 bitmap per token) in reading order,
+    each glyph jittered vertically; targets = ids + eos + pad, as `Vocab.encode_batch` makes them."""
+    return glyph_batch(n, seed, vocab=VOCAB, glyph_size=(12, 10), image_size=(H, W), lengths=(2, max_tokens),
+                       left=4, pitch=18, top=10, jitter=6, lengths_first=False)
 
 
 # ---------------------------------------------------------------- tiny dataset on disk and training config

@@ -7,7 +7,7 @@ from ocrlib.models import create_model
 from ocrlib.models.deform_conv import DeformConv2d
 from ocrlib.models.tps import TPSRectifier, fiducial_points
 
-from test_models import TINY, glyph_formulas
+from helpers import TINY, glyph_formulas
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from ocrlib.models import create_model
 
-from test_models import MAX_LEN, TINY, VOCAB, glyph_formulas
+from helpers import MAX_LEN, TINY, VOCAB, glyph_formulas
 
 
 def test_srn_three_losses():
