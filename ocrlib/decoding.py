@@ -1,7 +1,8 @@
 """Greedy and beam-search decoding for every recogniser, plus a bracket-balance constraint.
 
 Decoding drives a model through its step API (see ocrlib.models.base):
-    state = model.init_state(images); log_probs, state = model.step(state, prev); model.reorder_state(state, idx)
+    state = model.init_state(images, widths); log_probs, state = model.step(state, prev)
+    model.reorder_state(state, idx)
 Transformer decoders keep a key/value cache in the state (each step feeds one token; the encoder
 memory keys/values are projected once in init_state); attention decoders keep the projected
 memory keys. So a step costs one token's worth of work, never a recomputation of the prefix.
@@ -127,10 +128,12 @@ def _attention_maps(steps: list[torch.Tensor], hw) -> torch.Tensor | None:
 
 
 @torch.no_grad()
-def greedy(model, images: torch.Tensor, max_len: int, constraint: BracketConstraint | None = None) -> DecodeResult:
-    """Argmax decoding of at most max_len tokens (eos included), batched; stops when all ended."""
+def greedy(model, images: torch.Tensor, max_len: int, constraint: BracketConstraint | None = None,
+           widths: torch.Tensor | None = None) -> DecodeResult:
+    """Argmax decoding of at most max_len tokens (eos included), batched; stops when all ended.
+    widths: image widths before a keep-aspect batch was padded (None: unpadded)."""
     B, device = images.size(0), images.device
-    state = model.init_state(images)
+    state = model.init_state(images, widths)
     prev = torch.full((B,), model.sos_id, dtype=torch.long, device=device)
     tokens = torch.full((B, max_len), model.pad_id, dtype=torch.long, device=device)
     scores = torch.zeros(B, device=device)
@@ -162,8 +165,8 @@ def greedy(model, images: torch.Tensor, max_len: int, constraint: BracketConstra
 
 
 @torch.no_grad()
-def beam_search(model, images: torch.Tensor, max_len: int, beam: int,
-                constraint: BracketConstraint | None = None, length_penalty: float = 1.0) -> DecodeResult:
+def beam_search(model, images: torch.Tensor, max_len: int, beam: int, constraint: BracketConstraint | None = None,
+                length_penalty: float = 1.0, widths: torch.Tensor | None = None) -> DecodeResult:
     """Batched beam search: B images x `beam` hypotheses in one (B*beam) batch per step.
 
     Hypotheses are ranked by sum(log p) / length ** length_penalty (Wu et al. 2016 use a similar
@@ -172,7 +175,7 @@ def beam_search(model, images: torch.Tensor, max_len: int, beam: int,
     """
     B, K, device = images.size(0), beam, images.device
     N = B * K
-    state = model.reorder_state(model.init_state(images), torch.arange(B, device=device).repeat_interleave(K))
+    state = model.reorder_state(model.init_state(images, widths), torch.arange(B, device=device).repeat_interleave(K))
     scores = torch.full((B, K), NEG_INF, device=device)
     scores[:, 0] = 0.0  # one live hypothesis per image at the start, so no duplicate beams
     lengths = torch.zeros(B, K, device=device)

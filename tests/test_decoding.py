@@ -62,7 +62,7 @@ class TableModel:
             logits = logits + bias
         self.table = logits.log_softmax(-1)  # (images, steps, prev, next)
 
-    def init_state(self, images):
+    def init_state(self, images, widths=None):
         return {"image": torch.arange(images.size(0)), "t": torch.zeros(images.size(0), dtype=torch.long)}
 
     def step(self, state, prev):

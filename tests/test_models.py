@@ -14,7 +14,7 @@ from ocrlib.errors import BadInput
 from ocrlib.models import MODELS, create_model, model_from_config
 from ocrlib.models.base import Recognizer
 from ocrlib.models.catalog import cli_models, parameter_table
-from ocrlib.models.layers import AttentionRNNDecoder
+from ocrlib.models.layers import AttentionRNNDecoder, zero_padding
 from ocrlib.tokens import Vocab
 
 from helpers import MAX_LEN, TINY, VOCAB, glyph_formulas, overfit
@@ -79,8 +79,8 @@ class Toy(Recognizer):
         self.conv = nn.Conv2d(c.in_channels, c.width, 3, stride=4, padding=1)
         self.decoder = AttentionRNNDecoder(self.vocab_size, c.width, 32, 8, 16, "gru", 0.0, self.pad_id, self.sos_id)
 
-    def encode(self, images):
-        features = self.conv(images)  # (B, C, h, w)
+    def encode(self, images, pad=None):
+        features = zero_padding(self.conv(images), pad)  # (B, C, h, w); padded columns zero, as the image alone
         return features.flatten(2).transpose(1, 2), tuple(features.shape[-2:])
 
 

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ocrlib.config import Cell, Ints, ModelConfig, Size, Strides
 from ocrlib.models.base import Recognizer
 from ocrlib.models.deform_conv import DeformConv2d
-from ocrlib.models.layers import AttentionRNNDecoder, ResNetBackbone
+from ocrlib.models.layers import AttentionRNNDecoder, ColumnPadding, ResNetBackbone
 from ocrlib.models.tps import TPSRectifier
 
 
@@ -73,10 +74,18 @@ class ASTER(Recognizer):
             conv = block.conv2[0]
             block.conv2[0] = DeformConv2d(conv.in_channels, conv.out_channels, 3, 1, 1, bias=False, modulated=modulated)
 
-    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        if self.rectifier is not None:
-            images = self.rectifier(images)  # (B, C, h_r, w_r)
-        features = self.pool(self.backbone(images))  # (B, C, feature_height, w)
+    def encode(self, images: torch.Tensor, pad: ColumnPadding | None = None):
+        if self.rectifier is not None:  # rectified images fill their fixed size: no padding after this
+            images, pad = self.rectifier(images, None if pad is None else pad.widths), None  # (B, C, h_r, w_r)
+        features = self.pool(self.backbone(images, pad))  # (B, C, feature_height, w)
         columns = features.permute(0, 3, 1, 2).flatten(2)  # (B, w, C * feature_height)
-        memory, _ = self.encoder(columns)  # (B, w, 2 * lstm_hidden)
+        if pad is None:
+            memory, _ = self.encoder(columns)  # (B, w, 2 * lstm_hidden)
+        else:  # the backward LSTM starts at each image's last column, not in the padding
+            lengths = pad.columns(columns.size(1)).sum(1).cpu()
+            packed = pack_padded_sequence(columns, lengths, batch_first=True, enforce_sorted=False)
+            memory, _ = pad_packed_sequence(self.encoder(packed)[0], batch_first=True, total_length=columns.size(1))
         return memory, (1, memory.size(1))
+
+    def memory_mask(self, pad: ColumnPadding | None, hw: tuple[int, int]) -> torch.Tensor | None:
+        return None if self.rectifier is not None else super().memory_mask(pad, hw)

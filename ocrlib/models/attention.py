@@ -14,7 +14,7 @@ import torch
 
 from ocrlib.config import Cell, Ints, ModelConfig, Strides
 from ocrlib.models.base import Recognizer
-from ocrlib.models.layers import Adaptive2DPositionalEncoding, AttentionRNNDecoder, ResNetBackbone
+from ocrlib.models.layers import Adaptive2DPositionalEncoding, AttentionRNNDecoder, ColumnPadding, ResNetBackbone
 
 
 @dataclass
@@ -41,8 +41,8 @@ class AttentionOCR(Recognizer):
         self.decoder = AttentionRNNDecoder(self.vocab_size, width, c.hidden, c.embed_dim, c.attn_dim, c.cell,
                                            c.dropout, self.pad_id, self.sos_id)
 
-    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        features = self.backbone(images)  # (B, C, h, w)
+    def encode(self, images: torch.Tensor, pad: ColumnPadding | None = None):
+        features = self.backbone(images, pad)  # (B, C, h, w)
         if self.pos2d is not None:
             features = self.pos2d(features)
         _, _, h, w = features.shape

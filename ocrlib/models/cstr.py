@@ -23,9 +23,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ocrlib.models.layers import Adaptive2DPositionalEncoding, BasicBlock, conv_bn_relu
 from ocrlib.config import Ints, ModelConfig, Strides
 from ocrlib.models.base import ParallelRecognizer
+from ocrlib.models.layers import (Adaptive2DPositionalEncoding, BasicBlock, ColumnPadding, conv_bn_relu, key_mask,
+                                  masked_mean, run_zeroing_padding, zero_padding)
 
 
 @dataclass
@@ -44,7 +45,10 @@ class CSTRConfig(ModelConfig):
 
 class CBAM(nn.Module):
     """Convolutional block attention (Woo et al. 2018): channel gate from an MLP on average- and
-    max-pooled features, then a spatial gate from a conv over channel-average and channel-max maps."""
+    max-pooled features, then a spatial gate from a conv over channel-average and channel-max maps.
+    Its inputs are ReLU outputs (>= 0) with padded columns zeroed, so only the average needs the padding."""
+
+    takes_padding = True
 
     def __init__(self, channels: int, reduction: int = 16, kernel: int = 7):
         super().__init__()
@@ -52,8 +56,9 @@ class CBAM(nn.Module):
         self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1))
         self.spatial = nn.Sequential(nn.Conv2d(2, 1, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        channel = self.mlp(x.mean((2, 3), keepdim=True)) + self.mlp(x.amax((2, 3), keepdim=True))  # (B, C, 1, 1)
+    def forward(self, x: torch.Tensor, pad: ColumnPadding | None = None) -> torch.Tensor:
+        mean = masked_mean(x, pad)[:, :, None, None]  # (B, C, 1, 1)
+        channel = self.mlp(mean) + self.mlp(x.amax((2, 3), keepdim=True))  # (B, C, 1, 1)
         x = x * torch.sigmoid(channel)
         pooled = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], dim=1)  # (B, 2, H, W)
         return x * torch.sigmoid(self.spatial(pooled))  # (B, C, H, W)
@@ -74,9 +79,13 @@ class SeparatedAttentionHead(nn.Module):
             self.weight = nn.Parameter(torch.empty(n_positions, channels, vocab_size).uniform_(-bound, bound))
             self.bias = nn.Parameter(torch.empty(n_positions, vocab_size).uniform_(-bound, bound))
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """features (B,C,h,w) -> logits (B,P,V), attention (B,P,h*w)."""
-        attention = self.maps(self.conv(features)).flatten(2).softmax(-1)  # (B, P, S)
+    def forward(self, features: torch.Tensor, pad: ColumnPadding | None = None):
+        """features (B,C,h,w), padded columns zeroed -> logits (B,P,V), attention (B,P,h*w)."""
+        scores = self.maps(self.conv(features)).flatten(2)  # (B, P, S)
+        mask = key_mask(pad, features.shape[-2:])
+        if mask is not None:
+            scores = scores.masked_fill(~mask[:, None], float("-inf"))
+        attention = scores.softmax(-1)
         glimpses = self.dropout(attention @ features.flatten(2).transpose(1, 2))  # (B, P, C)
         if self.shared is not None:
             return self.shared(glimpses), attention
@@ -99,9 +108,9 @@ class CSTR(ParallelRecognizer):
         self.pos2d = Adaptive2DPositionalEncoding(prev, adaptive=False) if c.position_encoding else None
         self.head = SeparatedAttentionHead(prev, c.head_channels, c.max_len, self.vocab_size, c.shared_classifier, c.dropout)
 
-    def predict(self, images: torch.Tensor):
-        features = self.cpnet(images)  # (B, C, h, w)
+    def predict(self, images: torch.Tensor, pad: ColumnPadding | None = None):
+        features = run_zeroing_padding(self.cpnet, images, pad)  # (B, C, h, w)
         if self.pos2d is not None:
-            features = self.pos2d(features)
-        logits, attention = self.head(features)  # (B, P, V), (B, P, S)
+            features = zero_padding(self.pos2d(features), pad)  # the head's 3x3 conv reads beside the image
+        logits, attention = self.head(features, pad)  # (B, P, V), (B, P, S)
         return logits, attention, tuple(features.shape[-2:])

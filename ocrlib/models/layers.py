@@ -9,9 +9,14 @@
 - recurrent parts: `AdditiveAttention` (Bahdanau, keys projected once per image),
   `AttentionRNNDecoder` (LSTM or GRU, Show-Attend-Tell / ASTER style, step API)
 
+Keep-aspect batches are zero-padded on the right; `ColumnPadding` says which feature columns hold
+image. Every layer that mixes columns takes it (`pad`, None for unpadded batches): CNNs zero the padded
+columns after each layer, pooled statistics and attention skip them, so an image reads the same alone
+and padded in a batch.
+
 Both decoders follow one protocol, which `base.Recognizer` and `ocrlib.decoding` drive:
-    decoder(memory (B,S,C), targets (B,T), tf_ratio) -> logits (B,T,V)      # training
-    decoder.init_state(memory) -> dict            # every tensor in it is batch-first
+    decoder(memory (B,S,C), targets (B,T), tf_ratio, mask (B,S) | None) -> logits (B,T,V)  # training
+    decoder.init_state(memory, mask) -> dict      # every tensor in it is batch-first
     decoder.step(state, prev_tokens (N,)) -> logits (N,V), new state with "attn" (N,S)
 """
 from __future__ import annotations
@@ -21,6 +26,60 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+# --------------------------------------------------------------------------- padding of keep-aspect batches
+
+
+class ColumnPadding:
+    """Which columns of a feature map hold image, for a batch of images of `widths` pixels zero-padded on
+    the right to `input_width`.
+
+    A feature map w columns wide keeps column j iff j < ceil(width * w / input_width): a stride-2 conv
+    (kernel 3, padding 1) or 2x2 pool centres output column j on input column 2j. Zeroing the rest after
+    every layer makes a padded image's valid features equal to those it has alone, where the same
+    columns are zero (a conv's own zero padding).
+    """
+
+    def __init__(self, widths: torch.Tensor, input_width: int):
+        self.widths, self.input_width = widths, input_width
+
+    @classmethod
+    def of(cls, widths: torch.Tensor | None, input_width: int) -> ColumnPadding | None:
+        """None when nothing is padded (fixed-size inputs, or no widths given)."""
+        if widths is None or bool((widths >= input_width).all()):
+            return None
+        return cls(widths, input_width)
+
+    def columns(self, w: int) -> torch.Tensor:
+        """(B, w) bool, True where a column of a w-wide feature map holds image."""
+        valid = (self.widths.to(torch.long) * w + self.input_width - 1) // self.input_width  # ceil, (B,)
+        return torch.arange(w, device=self.widths.device)[None] < valid[:, None]
+
+    def zero(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C, H, w) with the padded columns set to 0."""
+        return x * self.columns(x.size(-1))[:, None, None, :].to(x.dtype)
+
+    def keys(self, hw: tuple[int, int]) -> torch.Tensor:
+        """(B, h*w) bool over a flattened (row-major) h x w grid: the positions attention may use."""
+        h, w = hw
+        return self.columns(w)[:, None, :].expand(-1, h, -1).reshape(len(self.widths), h * w)
+
+
+def zero_padding(x: torch.Tensor, pad: ColumnPadding | None) -> torch.Tensor:
+    return x if pad is None else pad.zero(x)
+
+
+def key_mask(pad: ColumnPadding | None, hw: tuple[int, int]) -> torch.Tensor | None:
+    return None if pad is None else pad.keys(hw)
+
+
+def masked_mean(x: torch.Tensor, pad: ColumnPadding | None) -> torch.Tensor:
+    """Mean of x (B, C, H, W) over the image part of each map -> (B, C)."""
+    if pad is None:
+        return x.mean(dim=(2, 3))
+    keep = pad.columns(x.size(-1)).to(x.dtype)  # (B, W)
+    return (x * keep[:, None, None, :]).sum(dim=(2, 3)) / (keep.sum(1, keepdim=True) * x.size(2))
+
 
 # --------------------------------------------------------------------------- positional encodings
 
@@ -67,12 +126,12 @@ class Adaptive2DPositionalEncoding(nn.Module):
             )
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pad: ColumnPadding | None = None) -> torch.Tensor:
         B, C, H, W = x.shape
         p_h = sinusoid_table(H, C, x.device).t()[None, :, :, None]  # (1, C, H, 1)
         p_w = sinusoid_table(W, C, x.device).t()[None, :, None, :]  # (1, C, 1, W)
         if self.adaptive:
-            pooled = x.mean(dim=(2, 3))  # (B, C)
+            pooled = masked_mean(x, pad)  # (B, C)
             p_h = self.alpha(pooled)[:, :, None, None] * p_h  # (B, C, H, 1)
             p_w = self.beta(pooled)[:, :, None, None] * p_w  # (B, C, 1, W)
         return self.dropout(x + p_h + p_w)  # (B, C, H, W)
@@ -102,12 +161,14 @@ class ShallowCNN(nn.Module):
         self.out_channels = out_channels
         self.reduction = 2 ** pools
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.body(images)  # (B, C, H/2^pools, W/2^pools)
+    def forward(self, images: torch.Tensor, pad: ColumnPadding | None = None) -> torch.Tensor:
+        return run_zeroing_padding(self.body, images, pad)  # (B, C, H/2^pools, W/2^pools)
 
 
 class BasicBlock(nn.Module):
     """He et al. (2016) basic residual block; stride may be a (h, w) pair, e.g. (2, 1) as in ASTER."""
+
+    takes_padding = True
 
     def __init__(self, in_ch: int, out_ch: int, stride=1):
         super().__init__()
@@ -119,8 +180,19 @@ class BasicBlock(nn.Module):
             if needs_projection else nn.Identity()
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.conv2(self.conv1(x)) + self.shortcut(x))
+    def forward(self, x: torch.Tensor, pad: ColumnPadding | None = None) -> torch.Tensor:
+        inner = zero_padding(self.conv1(x), pad)
+        return zero_padding(F.relu(self.conv2(inner) + self.shortcut(x)), pad)
+
+
+def run_zeroing_padding(layers: nn.Sequential, x: torch.Tensor, pad: ColumnPadding | None) -> torch.Tensor:
+    """Apply layers in turn, zeroing padded columns after each; blocks that mix columns inside
+    (`takes_padding`) get `pad` themselves."""
+    if pad is None:
+        return layers(x)
+    for layer in layers:
+        x = pad.zero(layer(x, pad) if getattr(layer, "takes_padding", False) else layer(x))
+    return x
 
 
 class ResNetBackbone(nn.Module):
@@ -142,8 +214,8 @@ class ResNetBackbone(nn.Module):
         self.body = nn.Sequential(*layers)
         self.out_channels = prev
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.body(images)  # (B, C_out, H / prod(stride_h), W / prod(stride_w))
+    def forward(self, images: torch.Tensor, pad: ColumnPadding | None = None) -> torch.Tensor:
+        return run_zeroing_padding(self.body, images, pad)  # (B, C_out, H / prod(stride_h), W / prod(stride_w))
 
 
 # --------------------------------------------------------------------------- transformer parts
@@ -201,13 +273,13 @@ class MultiHeadAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Position-wise feed-forward (Linear, ReLU, Linear); `hw` accepted for a shared signature."""
+    """Position-wise feed-forward (Linear, ReLU, Linear); `hw` and `pad` accepted for a shared signature."""
 
     def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(d_model, d_ff), nn.ReLU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model))
 
-    def forward(self, x: torch.Tensor, hw: tuple[int, int] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, hw: tuple[int, int] | None = None, pad: ColumnPadding | None = None):
         return self.net(x)  # (B, S, D)
 
 
@@ -224,11 +296,13 @@ class LocalityAwareFeedForward(nn.Module):
             nn.Conv2d(d_ff, d_model, 1),
         )
 
-    def forward(self, x: torch.Tensor, hw: tuple[int, int] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, hw: tuple[int, int] | None = None, pad: ColumnPadding | None = None):
         B, S, D = x.shape
         H, W = hw
         grid = x.transpose(1, 2).reshape(B, D, H, W)  # (B, D, H, W)
-        return self.net(grid).flatten(2).transpose(1, 2)  # (B, S, D)
+        expand, depthwise, drop, project = self.net
+        inner = zero_padding(expand(grid), pad)  # the depthwise conv must see zeros beside the image, as alone
+        return project(drop(depthwise(inner))).flatten(2).transpose(1, 2)  # (B, S, D)
 
 
 class TransformerEncoderLayer(nn.Module):
@@ -245,9 +319,11 @@ class TransformerEncoderLayer(nn.Module):
         self.ff = (LocalityAwareFeedForward if locality else FeedForward)(d_model, d_ff, dropout)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, hw: tuple[int, int] | None = None) -> torch.Tensor:
-        x = x + self.dropout(self.attn(self.norm1(x)))
-        return x + self.dropout(self.ff(self.norm2(x), hw))  # (B, S, D)
+    def forward(self, x: torch.Tensor, hw: tuple[int, int] | None = None,
+                pad: ColumnPadding | None = None) -> torch.Tensor:
+        keys = key_mask(pad, hw)  # (B, S) | None
+        x = x + self.dropout(self.attn(self.norm1(x), mask=None if keys is None else keys[:, None, None, :]))
+        return x + self.dropout(self.ff(self.norm2(x), hw, pad))  # (B, S, D)
 
 
 KV = tuple[torch.Tensor, torch.Tensor]  # keys, values, each (B, h, S, dh)
@@ -275,8 +351,10 @@ class TransformerDecoderLayer(nn.Module):
         self.ff = FeedForward(d_model, d_ff, dropout)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, memory_kv: KV, cache: KV | None = None, need_weights: bool = False):
-        """x (B,T,D): the new positions; cache: self-attention keys/values of earlier positions.
+    def forward(self, x: torch.Tensor, memory_kv: KV, cache: KV | None = None, need_weights: bool = False,
+                memory_mask: torch.Tensor | None = None):
+        """x (B,T,D): the new positions; cache: self-attention keys/values of earlier positions;
+        memory_mask (B,S) bool: the memory positions that hold image (None: all).
         Returns (x (B,T,D), cache including the new positions, cross-attention weights (B,T,S) | None)."""
         h = self.norm1(x)
         k, v = self.self_attn.project_kv(h)  # (B, h, T, dh) each
@@ -285,7 +363,8 @@ class TransformerDecoderLayer(nn.Module):
             past = cache[0].size(2)
             k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)  # (B, h, past+T, dh)
         x = x + self.dropout(self.self_attn.attend(h, k, v, causal_mask(x.size(1), past, x.device))[0])
-        ctx, weights = self.cross_attn.attend(self.norm2(x), *memory_kv, need_weights=need_weights)
+        cross_mask = None if memory_mask is None else memory_mask[:, None, None, :]  # (B, 1, 1, S)
+        ctx, weights = self.cross_attn.attend(self.norm2(x), *memory_kv, cross_mask, need_weights)
         x = x + self.dropout(ctx)
         x = x + self.dropout(self.ff(self.norm3(x)))
         return x, (k, v), weights
@@ -334,44 +413,47 @@ class TransformerDecoder(nn.Module):
         return torch.cat([sos, targets[:, :-1]], dim=1)  # (B, T): sos, y_0 .. y_{T-2}
 
     def run(self, tokens: torch.Tensor, memory_kv: list[KV], caches: list[KV] | None = None,
-            need_weights: bool = False):
+            need_weights: bool = False, memory_mask: torch.Tensor | None = None):
         """tokens (B,T) at positions past..past+T-1 -> logits (B,T,V), new caches, last layer's
-        cross-attention (B,T,S) | None."""
+        cross-attention (B,T,S) | None. memory_mask (B,S): memory positions that hold image."""
         past = 0 if caches is None else caches[0][0].size(2)
         x = self.dropout(self.pos(self.embed(tokens) * self.scale, offset=past))  # (B, T, D)
         new_caches, weights = [], None
         for i, layer in enumerate(self.layers):
             last = i == len(self.layers) - 1  # only the last layer's map is returned
-            x, cache, weights = layer(x, memory_kv[i], None if caches is None else caches[i], need_weights and last)
+            x, cache, weights = layer(x, memory_kv[i], None if caches is None else caches[i], need_weights and last,
+                                      memory_mask)
             new_caches.append(cache)
         return self.head(self.norm(x)), new_caches, weights
 
-    def teacher_forced(self, memory_kv: list[KV], targets: torch.Tensor) -> torch.Tensor:
-        return self.run(self.shift_right(targets), memory_kv)[0]  # (B, T, V)
+    def teacher_forced(self, memory_kv: list[KV], targets: torch.Tensor, mask: torch.Tensor | None = None):
+        return self.run(self.shift_right(targets), memory_kv, memory_mask=mask)[0]  # (B, T, V)
 
-    def two_pass(self, memory_kv: list[KV], targets: torch.Tensor, tf_ratio: float) -> torch.Tensor:
+    def two_pass(self, memory_kv: list[KV], targets: torch.Tensor, tf_ratio: float,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
         with torch.no_grad():
-            first = self.teacher_forced(memory_kv, targets)  # (B, T, V)
+            first = self.teacher_forced(memory_kv, targets, mask)  # (B, T, V)
             if self.sample:
                 pred = torch.multinomial(first.softmax(-1).flatten(0, 1), 1).view_as(targets)
             else:
                 pred = first.argmax(-1)  # (B, T)
             keep_gold = torch.rand(targets.shape, device=targets.device) < tf_ratio
             mixed = torch.where(keep_gold, targets, pred)  # (B, T)
-        return self.teacher_forced(memory_kv, mixed)
+        return self.teacher_forced(memory_kv, mixed, mask)
 
-    def forward(self, memory: torch.Tensor, targets: torch.Tensor, tf_ratio: float = 1.0) -> torch.Tensor:
+    def forward(self, memory: torch.Tensor, targets: torch.Tensor, tf_ratio: float = 1.0,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
         memory_kv = self.memory_kv(memory)
         if tf_ratio < 1.0:
-            return self.two_pass(memory_kv, targets, tf_ratio)
-        return self.teacher_forced(memory_kv, targets)  # (B, T, V)
+            return self.two_pass(memory_kv, targets, tf_ratio, mask)
+        return self.teacher_forced(memory_kv, targets, mask)  # (B, T, V)
 
-    def init_state(self, memory: torch.Tensor) -> dict:
-        return {"memory_kv": self.memory_kv(memory), "caches": None}
+    def init_state(self, memory: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
+        return {"memory_kv": self.memory_kv(memory), "caches": None, "mask": mask}
 
     def step(self, state: dict, prev: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        logits, caches, weights = self.run(prev[:, None], state["memory_kv"], state["caches"], need_weights=True)
-        return logits[:, 0], {"memory_kv": state["memory_kv"], "caches": caches, "attn": weights[:, 0]}
+        logits, caches, weights = self.run(prev[:, None], state["memory_kv"], state["caches"], True, state["mask"])
+        return logits[:, 0], dict(state, caches=caches, attn=weights[:, 0])
 
 
 # --------------------------------------------------------------------------- recurrent parts
@@ -390,9 +472,13 @@ class AdditiveAttention(nn.Module):
     def project_memory(self, memory: torch.Tensor) -> torch.Tensor:
         return self.key(memory)  # (B, S, A)
 
-    def forward(self, query: torch.Tensor, memory: torch.Tensor, keys: torch.Tensor):
-        """query (B,Q), memory (B,S,C), keys = project_memory(memory) -> context (B,C), weights (B,S)."""
+    def forward(self, query: torch.Tensor, memory: torch.Tensor, keys: torch.Tensor,
+                mask: torch.Tensor | None = None):
+        """query (B,Q), memory (B,S,C), keys = project_memory(memory), mask (B,S) bool (True = image)
+        -> context (B,C), weights (B,S)."""
         scores = self.score(torch.tanh(keys + self.query(query)[:, None])).squeeze(-1)  # (B, S)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
         weights = scores.softmax(-1)
         return torch.bmm(weights[:, None], memory).squeeze(1), weights
 
@@ -421,15 +507,20 @@ class AttentionRNNDecoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden + memory_dim, vocab_size)
 
-    def init_state(self, memory: torch.Tensor) -> dict:
-        mean = memory.mean(1)  # (B, C)
-        state = {"memory": memory, "keys": self.attention.project_memory(memory), "h": torch.tanh(self.init_h(mean))}
+    def init_state(self, memory: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
+        if mask is None:
+            mean = memory.mean(1)  # (B, C)
+        else:
+            keep = mask.to(memory.dtype)[:, :, None]  # (B, S, 1)
+            mean = (memory * keep).sum(1) / keep.sum(1)
+        state = {"memory": memory, "keys": self.attention.project_memory(memory), "h": torch.tanh(self.init_h(mean)),
+                 "mask": mask}
         if self.init_c is not None:
             state["c"] = torch.tanh(self.init_c(mean))
         return state
 
     def step(self, state: dict, prev: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        context, weights = self.attention(state["h"], state["memory"], state["keys"])  # (N, C), (N, S)
+        context, weights = self.attention(state["h"], state["memory"], state["keys"], state["mask"])  # (N,C), (N,S)
         x = torch.cat([self.embed(prev), context], dim=-1)  # (N, E + C)
         new = dict(state, attn=weights)
         if self.init_c is not None:
@@ -439,8 +530,9 @@ class AttentionRNNDecoder(nn.Module):
         logits = self.head(self.dropout(torch.cat([new["h"], context], dim=-1)))  # (N, V)
         return logits, new
 
-    def forward(self, memory: torch.Tensor, targets: torch.Tensor, tf_ratio: float = 1.0) -> torch.Tensor:
-        state = self.init_state(memory)
+    def forward(self, memory: torch.Tensor, targets: torch.Tensor, tf_ratio: float = 1.0,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        state = self.init_state(memory, mask)
         prev = targets.new_full((targets.size(0),), self.sos_id)
         outputs = []
         for t in range(targets.size(1)):

@@ -21,6 +21,7 @@ from ocrlib.config import ModelConfig
 from ocrlib.models.base import Recognizer
 from ocrlib.models.layers import (
     Adaptive2DPositionalEncoding,
+    ColumnPadding,
     ShallowCNN,
     TransformerDecoder,
     TransformerEncoderLayer,
@@ -57,10 +58,10 @@ class SATRN(Recognizer):
         self.decoder = TransformerDecoder(self.vocab_size, c.hidden, c.decoder_layers, c.heads, c.filter, c.dropout,
                                           c.head_dim, c.max_len, self.pad_id, self.sos_id, sample=c.sample_scheduled)
 
-    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        features = self.pos2d(self.stem(images))  # (B, D, H/2^pools, W/2^pools)
+    def encode(self, images: torch.Tensor, pad: ColumnPadding | None = None):
+        features = self.pos2d(self.stem(images, pad), pad)  # (B, D, H/2^pools, W/2^pools)
         _, _, h, w = features.shape
         x = features.flatten(2).transpose(1, 2)  # (B, S=h*w, D)
         for layer in self.encoder:
-            x = layer(x, (h, w))
+            x = layer(x, (h, w), pad)
         return self.encoder_norm(x), (h, w)  # (B, S, D)

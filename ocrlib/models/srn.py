@@ -26,9 +26,11 @@ from ocrlib.config import Ints, ModelConfig, Strides
 from ocrlib.models.base import ParallelRecognizer
 from ocrlib.models.layers import (
     Adaptive2DPositionalEncoding,
+    ColumnPadding,
     PositionalEncoding1D,
     ResNetBackbone,
     TransformerEncoderLayer,
+    key_mask,
 )
 
 
@@ -60,11 +62,13 @@ class PVAM(nn.Module):
         self.w_v = nn.Linear(d_model, d_model, bias=False)
         self.w_e = nn.Linear(d_model, 1, bias=False)
 
-    def forward(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """memory (B,S,D) -> glimpses (B,P,D), attention (B,P,S)."""
+    def forward(self, memory: torch.Tensor, mask: torch.Tensor | None = None):
+        """memory (B,S,D), mask (B,S) bool (True = image) -> glimpses (B,P,D), attention (B,P,S)."""
         queries = self.w_o(self.order.weight)  # (P, D)
         keys = self.w_v(memory)  # (B, S, D)
         scores = self.w_e(torch.tanh(queries[None, :, None] + keys[:, None])).squeeze(-1)  # (B, P, S)
+        if mask is not None:
+            scores = scores.masked_fill(~mask[:, None], float("-inf"))
         attention = scores.softmax(-1)
         return attention @ memory, attention  # (B, P, D), (B, P, S)
 
@@ -122,32 +126,32 @@ class SRN(ParallelRecognizer):
         self.gsrm = GSRM(self.vocab_size, c.hidden, c.max_len, c.gsrm_layers, c.heads, c.filter, c.dropout)
         self.vsfd = VSFD(c.hidden, self.vocab_size)
 
-    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        features = self.pos2d(self.project(self.backbone(images)))  # (B, D, h, w)
+    def encode(self, images: torch.Tensor, pad: ColumnPadding | None = None):
+        features = self.pos2d(self.project(self.backbone(images, pad)))  # (B, D, h, w)
         _, _, h, w = features.shape
         x = features.flatten(2).transpose(1, 2)  # (B, S=h*w, D)
         for layer in self.encoder:
-            x = layer(x, (h, w))
+            x = layer(x, (h, w), pad)
         return self.encoder_norm(x), (h, w)
 
-    def forward_all(self, images: torch.Tensor) -> dict:
+    def forward_all(self, images: torch.Tensor, pad: ColumnPadding | None = None) -> dict:
         """-> dict(visual, semantic, fused: logits (B,P,V), attention: PVAM maps (B,P,S), hw)."""
-        memory, hw = self.encode(images)
-        glimpses, attention = self.pvam(memory)  # (B, P, D), (B, P, S)
+        memory, hw = self.encode(images, pad)
+        glimpses, attention = self.pvam(memory, key_mask(pad, hw))  # (B, P, D), (B, P, S)
         visual = self.visual_head(glimpses)  # (B, P, V)
         semantic_features, semantic = self.gsrm(visual)
         fused = self.vsfd(glimpses, semantic_features)
         return {"visual": visual, "semantic": semantic, "fused": fused, "attention": attention, "hw": hw}
 
-    def predict(self, images: torch.Tensor):
-        out = self.forward_all(images)
+    def predict(self, images: torch.Tensor, pad: ColumnPadding | None = None):
+        out = self.forward_all(images, pad)
         return out["fused"], out["attention"], out["hw"]
 
     def forward_logits_loss(self, images: torch.Tensor, targets: torch.Tensor, tf_ratio: float = 1.0,
-                            label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+                            label_smoothing: float = 0.0, widths: torch.Tensor | None = None):
         """Fused logits (B,T,V) and the paper's loss w_v L_visual + w_s L_semantic + w_f L_fused."""
         T, c = self.positions(targets), self.config
-        out = self.forward_all(images)
+        out = self.forward_all(images, ColumnPadding.of(widths, images.size(-1)))
         visual, semantic, fused = (out[key][:, :T] for key in ("visual", "semantic", "fused"))
         loss = (c.visual_weight * self.loss(visual, targets, label_smoothing)
                 + c.semantic_weight * self.loss(semantic, targets, label_smoothing)

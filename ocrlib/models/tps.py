@@ -67,11 +67,19 @@ class TPSGrid(nn.Module):
         return grid.view(-1, *self.out_size, 2)  # (B, H, W, 2)
 
 
+def squeeze_x(grid: torch.Tensor, share: torch.Tensor) -> torch.Tensor:
+    """Map normalised x in [-1, 1] onto the left `share` (B,) of the image, for a grid (B or 1, H, W, 2)."""
+    x = (grid[..., 0] + 1) * share.view(-1, 1, 1) - 1
+    return torch.stack((x, grid[..., 1].expand_as(x)), dim=-1)
+
+
 class TPSRectifier(nn.Module):
     """Localisation net -> K control points -> TPS grid -> rectified image of size out_size (ASTER).
 
     The last regression layer starts with zero weights and the fixed control points as bias, so an
-    untrained rectifier is the identity warp (ASTER's initialisation).
+    untrained rectifier is the identity warp (ASTER's initialisation). In a keep-aspect batch padded on
+    the right, each image is read from its own columns only: both the localisation input and the
+    output grid are squeezed into the image part, so the rectified image has no padding at all.
     """
 
     def __init__(self, in_channels: int, out_size: tuple[int, int], num_fiducial: int = 20,
@@ -93,11 +101,19 @@ class TPSRectifier(nn.Module):
             self.fc2.bias.copy_(ctrl.reshape(-1))
         self.grid = TPSGrid(out_size, ctrl)
 
-    def control_points(self, images: torch.Tensor) -> torch.Tensor:
-        small = F.interpolate(images, size=self.loc_size, mode="bilinear", align_corners=False)
+    def control_points(self, images: torch.Tensor, image_share: torch.Tensor | None = None) -> torch.Tensor:
+        if image_share is None:
+            small = F.interpolate(images, size=self.loc_size, mode="bilinear", align_corners=False)
+        else:  # the same bilinear resize, of each image's own columns
+            identity = pixel_grid(*self.loc_size).to(images).view(1, *self.loc_size, 2)
+            small = F.grid_sample(images, squeeze_x(identity, image_share), mode="bilinear", align_corners=False)
         return self.fc2(self.fc1(self.features(small))).view(len(images), -1, 2)  # (B, K, 2)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        grid = self.grid(self.control_points(images))  # (B, H, W, 2)
+    def forward(self, images: torch.Tensor, widths: torch.Tensor | None = None) -> torch.Tensor:
+        """images (B,C,H,W); widths (B,): image widths before right padding (None: unpadded)."""
+        share = None if widths is None else widths.to(images.dtype) / images.size(-1)  # (B,)
+        grid = self.grid(self.control_points(images, share))  # (B, H, W, 2)
+        if share is not None:
+            grid = squeeze_x(grid, share)
         # Outside the image is zero, the background of ink-bright inputs.
         return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
