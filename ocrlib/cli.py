@@ -48,6 +48,15 @@ def version() -> str:
         return found.group(1) if found else "unknown"
 
 
+def add_decoding_flags(p: argparse.ArgumentParser) -> None:
+    """--beam, --[no-]brackets, --length-penalty; each left out (None) is the checkpoint's `decoding:` value."""
+    p.add_argument("--beam", type=int, default=None, help="beam width (default: the checkpoint's decoding.beam)")
+    p.add_argument("--brackets", action=argparse.BooleanOptionalAction, default=None,
+                   help="bracket-balance constraint on or off (default: the checkpoint's decoding.brackets)")
+    p.add_argument("--length-penalty", type=float, default=None, metavar="FLOAT",
+                   help="beam ranking: sum log p / length ** FLOAT (default: the checkpoint's decoding.length_penalty)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     prog = prog_name()
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
@@ -77,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a checkpoint on a competition-layout folder")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True)
-    p.add_argument("--beam", type=int, default=None, help="beam width (default: the checkpoint's decoding.beam)")
+    add_decoding_flags(p)
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples of gt.txt")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--out", default=None, help="write the results as JSON here")
@@ -85,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="print image<TAB>latex (or JSON lines) for images or folders")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("--beam", type=int, default=None, help="beam width (default: the checkpoint's decoding.beam)")
+    add_decoding_flags(p)
     p.add_argument("--format", choices=("tsv", "jsonl"), default="tsv",
                    help="tsv: path<TAB>latex a line (refuses paths with a tab or newline); "
                         'jsonl: {"path", "latex", "tokens"} a line')

@@ -67,15 +67,15 @@ class DataConfig:
 @dataclass
 class TrainingConfig:
     seed: int = 0  # data order, augmentation and initialisation
-    max_steps: int = 1000  # optimiser steps (each over grad_accum micro-batches)
-    budget_min: float | None = None  # stop after this many wall-clock minutes, setup included
+    max_steps: int = 1000  # optimiser steps (each over grad_accum micro-batches); with a budget, a cap
+    budget_min: float | None = None  # wall-clock minutes over all sessions, setup included; None = steps only
     batch_size: int = 16  # per process
     grad_accum: int = 1  # micro-batches per optimiser step
     optimizer: Literal["adam", "adamw", "adadelta", "adamp"] = "adamw"  # Adadelta: the team's ASTER baseline
     lr: float = 3e-4  # peak learning rate
     weight_decay: float = 0.0  # decoupled for adamw / adamp, L2 for adam
     betas: tuple[float, float] = (0.9, 0.999)  # Adam-family momentum terms
-    lr_schedule: Literal["constant", "cosine", "onecycle", "step"] = "cosine"  # ocrlib.optim.get_lr
+    lr_schedule: Literal["constant", "cosine", "onecycle", "step"] = "cosine"  # ocrlib.optim.get_lr, over progress
     warmup_steps: int = 0  # linear warm-up (constant and cosine schedules)
     min_lr: float = 0.0  # cosine floor
     lr_step_size: int = 1000  # step schedule: multiply by lr_gamma every lr_step_size steps

@@ -26,7 +26,7 @@ from ocrlib.data.sources import Sample, read_gt
 from ocrlib.decoding import BracketConstraint
 from ocrlib.errors import BadInput
 from ocrlib.metrics import (Results, aspect_bucket, breakdown, edit_distance, length_bucket, markdown_table,
-                            results_of, token_wer)
+                            results_of, summary_frame, summary_of, token_wer)
 from ocrlib.tokens import join
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -76,7 +76,7 @@ def evaluate(model, data, vocab, decoding: DecodingConfig | None = None, max_len
         n_skipped += batch["n_skipped"]
         if not batch["paths"]:
             continue
-        out = model.decode(batch["images"].to(device), max_len=max_len, **options)
+        out = model.decode(batch["images"].to(device), max_len=max_len, widths=batch["widths"].to(device), **options)
         for path, pred_ids, target_ids in zip(batch["paths"], out.tokens.tolist(), batch["targets"].tolist()):
             sample = samples.get(str(path))
             gt = list(sample.tokens) if sample else vocab.decode(target_ids)
@@ -97,16 +97,25 @@ def decode_options(decoding: DecodingConfig, vocab) -> dict:
     return {"beam": decoding.beam, "length_penalty": decoding.length_penalty, "constraints": constraints}
 
 
-def decoding_with(config: RunConfig, beam: int | None) -> DecodingConfig:
-    """The config's decoding options, with the beam width of a command-line flag when one was given."""
+def decoding_with(config: RunConfig, beam: int | None = None, brackets: bool | None = None,
+                  length_penalty: float | None = None) -> DecodingConfig:
+    """The config's decoding options, with those of command-line flags that were given (not None)."""
     if beam is not None and beam < 1:
         raise BadInput("--beam", f"must be at least 1, got {beam}")
-    return config.decoding if beam is None else dataclasses.replace(config.decoding, beam=beam)
+    if length_penalty is not None and not length_penalty >= 0:  # `not >=` refuses NaN too
+        raise BadInput("--length-penalty", f"must be at least 0, got {length_penalty}")
+    given = {"beam": beam, "brackets": brackets, "length_penalty": length_penalty}
+    return dataclasses.replace(config.decoding, **{k: v for k, v in given.items() if v is not None})
 
 
-def report_tables(name: str, results: Results, frame: pd.DataFrame) -> str:
+def decoding_of(args, config: RunConfig) -> DecodingConfig:
+    """The decoding that `eval` or `predict` uses: the checkpoint's, with --beam, --brackets, --length-penalty."""
+    return decoding_with(config, args.beam, args.brackets, args.length_penalty)
+
+
+def report_tables(name: str, frame: pd.DataFrame) -> str:
     """Markdown: the overall row, then one table per breakdown."""
-    parts = [markdown_table({name: results})]
+    parts = [markdown_table(summary_frame({name: frame}))]
     for by in BREAKDOWNS:
         parts.append(f"\nby {by}:\n\n" + markdown_table(breakdown(frame, by)))
     return "\n".join(parts)
@@ -119,24 +128,24 @@ def dataset_for(data, vocab, config: RunConfig):
 
 
 def cli_eval(args) -> int:
-    """`ocrlib eval --checkpoint C --data FOLDER [--beam K] [--limit N] [--out results.json]`; without --beam,
-    the checkpoint's decoding options."""
+    """`ocrlib eval --checkpoint C --data FOLDER [--beam K] [--[no-]brackets] [--length-penalty P] [--limit N]
+    [--out results.json]`; a decoding option without its flag is the checkpoint's."""
     device = select_device()
     model, vocab, config = load_checkpoint(args.checkpoint, device)
     samples, bad_lines = read_gt(args.data)
     for where, problem in bad_lines:
         print(f"{Path(args.data) / where}: skipped ({problem})", file=sys.stderr)
     dataset = dataset_for(samples[: args.limit], vocab, config)
-    decoding = decoding_with(config, args.beam)
+    decoding = decoding_of(args, config)
     results, frame = evaluate(model, dataset, vocab, decoding, batch_size=args.batch_size, progress=True)
-    print(report_tables(Path(args.data).name, results, frame))
+    print(report_tables(Path(args.data).name, frame))
     skipped = frame.attrs["n_skipped"]
     if skipped:
         print(f"{skipped} unreadable sample(s) skipped: {dict(getattr(dataset, 'skipped', {}))}", file=sys.stderr)
     if args.out:
         payload = {"checkpoint": str(args.checkpoint), "data": str(args.data), "decoding": dataclasses.asdict(decoding),
                    "limit": args.limit,
-                   "results": results.as_dict(), "n_skipped": skipped,
+                   "results": {**results.as_dict(), **summary_of(frame)}, "n_skipped": skipped,
                    "breakdowns": {by: breakdown(frame, by).to_dict(orient="index") for by in BREAKDOWNS}}
         Path(args.out).write_text(json.dumps(payload, indent=2) + "\n")
     return 0
@@ -192,7 +201,7 @@ def cli_predict(args) -> int:
         return 2
     # the images as an unlabelled data set: the same preprocessing as in training (vertical fix, resize)
     dataset = dataset_for([Sample(path, []) for path in files], vocab, config)
-    options, n_ok = decode_options(decoding_with(config, args.beam), vocab), 0
+    options, n_ok = decode_options(decoding_of(args, config), vocab), 0
     for path in files:
         problem = tsv_problem(path) if fmt == "tsv" else None
         if problem:  # the name, escaped, keeps the error on one line

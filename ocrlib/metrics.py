@@ -1,14 +1,16 @@
 """Recognition metrics on token sequences: sentence accuracy, token WER, the competition score, ExpRate.
 
-- SA (sentence accuracy): the fraction of formulas whose predicted tokens equal the ground truth exactly.
-- WER: token edit distance / max(len(pred), len(gt)), averaged over formulas (0 when both are empty).
+- SA (sentence accuracy): the fraction of samples (images) whose predicted tokens equal the ground truth exactly.
+- WER: token edit distance / max(len(pred), len(gt)), averaged over samples (0 when both are empty).
 - score = 0.9 * SA + 0.1 * (1 - WER)  (the 2021 math-exam OCR competition).
-- ExpRate<=k (CROHME convention): the fraction of formulas with at most k token edits; ExpRate = ExpRate<=0 = SA.
+- ExpRate<=k (CROHME convention): the fraction of samples with at most k token edits; ExpRate = ExpRate<=0 = SA.
+- SA_formulas: SA over distinct ground truths, each counted once with the mean correctness of its images. A test
+  set repeats formulas (short ones like `g ( x )` dozens of times), so SA over images leans toward a few easy ones.
 
 `Results` keeps sums, not rates, so results of several batches or data sets aggregate by sample count
 (parseq's `_aggregate_results`). Breakdowns group a per-sample DataFrame (see `ocrlib.evaluate`) by
-length bucket, source, renderer or aspect-ratio bucket. For error analysis, `token_confusion` counts
-which true token the edit-distance alignment substitutes by which predicted one.
+length bucket, source, renderer or aspect-ratio bucket, each row with both SAs. For error analysis,
+`token_confusion` counts which true token the edit-distance alignment substitutes by which predicted one.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import pandas as pd
 
 from ocrlib import tables
 
-LENGTH_EDGES = (10, 20, 40, 80)         # ground-truth token counts; the last bucket is open
+LENGTH_EDGES = (10, 20, 40)             # ground-truth token counts: 1-10, 11-20, 21-40, >40
 ASPECT_EDGES = (2.0, 4.0, 8.0, 16.0)    # image width / height
 
 
@@ -143,7 +145,7 @@ class Results:
 
 
 def length_bucket(length: int, edges: Sequence[int] = LENGTH_EDGES) -> str:
-    """'1-10', '11-20', ..., '>80' for a token count."""
+    """'1-10', '11-20', '21-40', '>40' for a token count."""
     low = 1
     for edge in edges:
         if length <= edge:
@@ -177,13 +179,34 @@ def _bucket_order(label: str) -> tuple[float, str]:
     return (float(number.group()) if number else math.inf), label
 
 
+def formula_sa(frame: pd.DataFrame) -> float:
+    """SA over distinct formulas of a per-sample frame (columns gt, edit_distance): the mean over ground truths
+    of the fraction of their images read exactly."""
+    if frame.empty:
+        return 0.0
+    return float((frame["edit_distance"] == 0).groupby(frame["gt"]).mean().mean())
+
+
+def summary_of(frame: pd.DataFrame) -> dict:
+    """`Results.summary` of a per-sample frame, with the distinct formulas and SA over them beside n and SA."""
+    rest = results_of(frame).summary()
+    head = {"n": rest.pop("n"), "formulas": int(frame["gt"].nunique()),
+            "SA": rest.pop("SA"), "SA_formulas": round(formula_sa(frame), 4)}
+    return {**head, **rest}
+
+
+def summary_frame(frames: dict[str, pd.DataFrame], index_name: str = "data") -> pd.DataFrame:
+    """One row (`summary_of`) per named per-sample frame."""
+    table = pd.DataFrame.from_dict({name: summary_of(f) for name, f in frames.items()}, orient="index")
+    table.index.name = index_name
+    return table
+
+
 def breakdown(frame: pd.DataFrame, by: str) -> pd.DataFrame:
     """One row per value of column `by` (e.g. length_bucket, source, renderer, aspect_bucket) plus 'all'."""
     groups = {str(key): group for key, group in frame.groupby(by)}
-    rows = {key: results_of(groups[key]) for key in sorted(groups, key=_bucket_order)}
-    table = results_frame({**rows, "all": results_of(frame)})
-    table.index.name = by
-    return table
+    rows = {key: groups[key] for key in sorted(groups, key=_bucket_order)}
+    return summary_frame({**rows, "all": frame}, index_name=by)
 
 
 def results_frame(rows: dict[str, Results]) -> pd.DataFrame:

@@ -1,7 +1,9 @@
 """Optimisers, learning-rate schedules and teacher-forcing schedules for `ocrlib.train`.
 
-Schedules are plain functions of the step (nanoGPT's `get_lr`): the training loop writes the learning
-rate into the optimiser before every step, so a resumed run only needs the step to continue exactly.
+Schedules are plain functions of training progress (nanoGPT's `get_lr`, over a fraction instead of a step
+count): the fraction of whichever limit ends the run first, `max_steps` or the wall-clock budget, so a run cut
+by its budget still completes its schedule on a slower machine. The training loop writes the learning rate
+into the optimiser before every step; a resumed run continues exactly from its step and checkpointed elapsed time.
 
 AdamP: B. Heo, S. Chun, S. J. Oh, D. Han, S. Yun, G. Kim, Y. Uh, J.-W. Ha, "AdamP: Slowing Down the
 Slowdown for Momentum Optimizers on Scale-invariant Weights", ICLR 2021.
@@ -100,23 +102,34 @@ def build_optimizer(name: str, params: Iterable, lr: float, weight_decay: float 
     raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
 
 
-def get_lr(step: int, total_steps: int, lr: float, schedule: str = "cosine", warmup_steps: int = 0,
+def training_progress(step: int, max_steps: int, elapsed_s: float, budget_min: float | None) -> float:
+    """Fraction of the run done, in [0, 1]: of the step limit or of the wall-clock budget, whichever is nearer
+    its end (training stops at 1). Without a budget it depends on the step only, so runs are reproducible."""
+    progress = step / max_steps
+    if budget_min is not None:
+        progress = max(progress, elapsed_s / (budget_min * 60))
+    return min(1.0, progress)
+
+
+def get_lr(step: int, progress: float, lr: float, schedule: str = "cosine", warmup_steps: int = 0,
            min_lr: float = 0.0, step_size: int = 1000, gamma: float = 0.5, pct_start: float = 0.3,
            div_factor: float = 25.0, final_div_factor: float = 1e4) -> float:
-    """Learning rate for optimiser step `step` (0-based) of `total_steps`.
+    """Learning rate for optimiser step `step` (0-based), `progress` (training_progress) through training.
 
-    constant: lr (after warm-up).  cosine: linear warm-up, then cosine from lr down to min_lr.
-    onecycle (Smith & Topin 2019, as torch's OneCycleLR with cosine annealing): from lr/div_factor up to
-    lr over pct_start of training, then down to lr/(div_factor*final_div_factor).
-    step: lr * gamma ** (step // step_size), after warm-up.
+    Warm-up is linear over the first `warmup_steps` steps; after it the shape follows progress over the
+    whole run, not rescaled to start at the warm-up's end: a budget-limited run cannot know in advance what
+    fraction its warm-up takes, and for a short warm-up the cosine has barely moved by then.
+    constant: lr (after warm-up).  cosine: from lr down to min_lr at progress 1.
+    onecycle (Smith & Topin 2019, as torch's OneCycleLR with cosine annealing; no warm-up of its own): from
+    lr/div_factor up to lr over pct_start of progress, then down to lr/(div_factor*final_div_factor).
+    step: lr * gamma ** (step // step_size), after warm-up; on steps, not progress, since step_size is a
+    step count by definition.
     """
     if schedule == "onecycle":
-        rise = max(1, int(pct_start * total_steps))
         start, end = lr / div_factor, lr / (div_factor * final_div_factor)
-        if step < rise:
-            return start + (lr - start) * step / rise
-        progress = min(1.0, (step - rise) / max(1, total_steps - rise))
-        return end + (lr - end) * 0.5 * (1 + math.cos(math.pi * progress))
+        if progress < pct_start:
+            return start + (lr - start) * progress / pct_start
+        return end + (lr - end) * 0.5 * (1 + math.cos(math.pi * (progress - pct_start) / (1 - pct_start)))
     if step < warmup_steps:
         return lr * (step + 1) / warmup_steps
     if schedule == "constant":
@@ -124,19 +137,17 @@ def get_lr(step: int, total_steps: int, lr: float, schedule: str = "cosine", war
     if schedule == "step":
         return lr * gamma ** (step // step_size)
     if schedule == "cosine":
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
         return min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
     raise ValueError(f"unknown lr schedule {schedule!r}; known: {', '.join(LR_SCHEDULES)}")
 
 
-def get_tf_ratio(step: int, total_steps: int, schedule: str = "linear", start: float = 1.0, end: float = 1.0,
+def get_tf_ratio(progress: float, schedule: str = "linear", start: float = 1.0, end: float = 1.0,
                  values: tuple[float, ...] = (0.5, 0.4, 0.3)) -> float:
-    """Teacher-forcing ratio (probability of feeding the ground-truth token) at `step`.
+    """Teacher-forcing ratio (probability of feeding the ground-truth token) at `progress` (training_progress).
 
     constant: `start` throughout.  linear: from `start` to `end` over training.
     step: `values` over equal parts of training (the team's 0.5 -> 0.4 -> 0.3).
     """
-    progress = min(1.0, step / max(1, total_steps))
     if schedule == "constant":
         return start
     if schedule == "linear":

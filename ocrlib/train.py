@@ -8,9 +8,12 @@ A run folder holds config.yaml, metrics.jsonl (one line per log step), checkpoin
 atomically), best.pt (best validation score), tokens.txt and summary.json. A checkpoint holds model,
 optimiser, AMP scaler, sampler position, the TrainState (step, best score, RNG states of every rank...),
 config and vocabulary, as tensors and plain values (ocrlib.checkpoints). Learning rate and teacher
-forcing are functions of the step (ocrlib.optim), so resuming from step s gives the same next loss as
-a run that never stopped (bit-identical on CPU). Ctrl-C saves a checkpoint at the end of the current
-step and stops (`--resume` continues); a second Ctrl-C stops at once.
+forcing are functions of training progress (ocrlib.optim.training_progress: the fraction of max_steps
+or of the wall-clock budget, whichever ends the run first; training stops at 1). Without a budget that is
+the step's alone, so resuming from step s gives the same next loss as a run that never stopped
+(bit-identical on CPU); with one, the checkpointed elapsed time carries the schedule across a resume.
+Ctrl-C saves a checkpoint at the end of the current step and stops (`--resume` continues); a second
+Ctrl-C stops at once.
 
 What the config's sections mean: ocrlib.config (DataConfig, TrainingConfig).
 """
@@ -48,7 +51,7 @@ from ocrlib.errors import BadInput
 from ocrlib.evaluate import evaluate, select_device
 from ocrlib.losses import bracket_ids, bracket_penalty
 from ocrlib.models import model_from_config
-from ocrlib.optim import build_optimizer, get_lr, get_tf_ratio
+from ocrlib.optim import build_optimizer, get_lr, get_tf_ratio, training_progress
 from ocrlib.paths import RUNS_DIR
 from ocrlib.tokens import Vocab
 
@@ -160,9 +163,11 @@ class TrainState:
     n_skipped: int = 0  # unreadable samples skipped so far
     consumed: int = 0  # batches this rank took from the sampler in the current epoch
     elapsed_s: float = 0.0  # training seconds of earlier sessions of this run (curves against wall-clock time)
-    seen: int = 0  # samples since the last log line (samples/s; not checkpointed, like the next two)
+    seen: int = 0  # samples since the last log line (samples/s; neither it nor the fields below are checkpointed)
     seen_total: int = 0  # samples of this session
     last_log: float = field(default_factory=time.time)  # when the last log line was written
+    pixels: int = 0  # input pixels since the last log line, padding included (the padded share)
+    image_pixels: int = 0  # of which image
 
     def to_checkpoint(self, elapsed_now: float, rng: list[dict]) -> dict:
         return {"step": self.step, "best_score": self.best_score, "n_skipped": self.n_skipped,
@@ -230,11 +235,14 @@ class Processes:
 
     def any(self, flag: bool) -> bool:
         """True on every rank when it is true on some rank (all ranks stop at the same step)."""
+        return self.max(float(flag)) > 0
+
+    def max(self, value: float) -> float:
         if self.world_size == 1:
-            return flag
-        tensor = torch.tensor([float(flag)], device=self.device)
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-        return tensor.item() > 0
+        return tensor.item()
 
     def mean(self, value: float) -> float:
         if self.world_size == 1:
@@ -298,7 +306,7 @@ def setup_data(config: RunConfig, checkpoint: dict | None, procs: Processes, pro
     else:  # a shared tokens.txt (ocrlib.data.build writes one per profile), else the training labels'
         vocab = Vocab.load(data.vocab) if data.vocab else Vocab.build(s.tokens for s in train_samples)
     train_set = FormulaDataset.for_config(train_samples, vocab, data, augment=data.augment, seed=training.seed)
-    sampler = BucketBatchSampler(train_set.lengths, training.batch_size, seed=training.seed, shuffle=True,
+    sampler = BucketBatchSampler(train_set.bucket_keys, training.batch_size, seed=training.seed, shuffle=True,
                                  drop_last=procs.world_size > 1, on_epoch=train_set.set_epoch)
     if procs.world_size > 1:
         sampler = ShardedBatchSampler(sampler, procs.rank, procs.world_size)
@@ -319,8 +327,8 @@ class WithLoss(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, images, targets, tf_ratio: float, label_smoothing: float):
-        return self.model.forward_logits_loss(images, targets, tf_ratio, label_smoothing)
+    def forward(self, images, targets, tf_ratio: float, label_smoothing: float, widths=None):
+        return self.model.forward_logits_loss(images, targets, tf_ratio, label_smoothing, widths)
 
 
 @dataclass
@@ -379,16 +387,19 @@ def optimizer_step(engine: Engine, data: RunData, state: TrainState, batches: li
     for micro in range(training.grad_accum):
         batch = next_batch(data, state, batches)
         images, targets = batch["images"].to(procs.device), batch["targets"].to(procs.device)  # (B,C,H,W), (B,T)
+        widths = batch["widths"].to(procs.device)  # (B,) before keep-aspect padding
         if procs.world_size > 1:  # all-reduce gradients only on the last micro-batch
             engine.step_model.require_backward_grad_sync = micro == training.grad_accum - 1
         with engine.autocast():
-            logits, loss = engine.step_model(images, targets, tf_ratio, training.label_smoothing)  # (B,T,V), ()
+            logits, loss = engine.step_model(images, targets, tf_ratio, training.label_smoothing, widths)  # (B,T,V)
             if training.bracket_penalty:
                 loss = loss + training.bracket_penalty * bracket_penalty(logits, targets, engine.brackets,
                                                                          data.vocab.pad_id)
         engine.scaler.scale(loss / training.grad_accum).backward()
         loss_sum += loss.item() / training.grad_accum
         state.seen += len(batch["paths"])
+        state.pixels += images[:, 0].numel()
+        state.image_pixels += int(batch["widths"].sum()) * images.size(2)
     engine.scaler.unscale_(engine.optimizer)
     if training.grad_clip:
         torch.nn.utils.clip_grad_norm_(engine.raw_model.parameters(), training.grad_clip)
@@ -410,8 +421,10 @@ def log_validate_save(config: RunConfig, run_dir: Path, state: TrainState, engin
         now = time.time()
         record = {"step": state.step, "elapsed_s": round(state.elapsed_s + now - started, 1), **metrics,
                   "loss": procs.mean(metrics["loss"]),  # the mean over every rank's batch
-                  "samples_per_s": round(state.seen * procs.world_size / max(now - state.last_log, 1e-9), 2)}
+                  "samples_per_s": round(state.seen * procs.world_size / max(now - state.last_log, 1e-9), 2),
+                  "padded": round(1 - state.image_pixels / max(state.pixels, 1), 4)}  # share of input pixels
         state.seen_total, state.seen, state.last_log = state.seen_total + state.seen, 0, now
+        state.pixels = state.image_pixels = 0
         if procs.master:
             if validating:
                 results, _ = evaluate(engine.raw_model, data.val_loader, data.vocab)
@@ -462,6 +475,14 @@ def graceful_interrupt():
 
 
 # ---------------------------------------------------------------- the training loop
+def run_progress(state: TrainState, max_steps: int, budget_min: float | None, started: float,
+                 procs: Processes) -> float:
+    """training_progress now, counting earlier sessions' time; the slowest rank's clock, so that every rank
+    uses the same learning rate and all stop at the same step."""
+    elapsed = procs.max(state.elapsed_s + time.time() - started)
+    return training_progress(state.step, max_steps, elapsed, budget_min)
+
+
 def train(config: RunConfig, run_dir: str | Path, resume: bool = False, budget_min: float | None = None,
           progress: bool | str = True) -> dict:
     """Train the model of `config` into `run_dir`; returns the summary (also written to summary.json).
@@ -488,29 +509,30 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, budget_m
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
         data.vocab.save(run_dir / "tokens.txt")
 
-    # -- the loop: lr and teacher forcing from the step, accumulate, clip once, step, log, validate, save
-    batches, stop = [iter(data.loader)], "steps"
+    # -- the loop: lr and teacher forcing from progress, accumulate, clip once, step, log, validate, save
+    batches = [iter(data.loader)]
     bar = tqdm(total=training.max_steps, initial=state.step, disable=not (progress is True and procs.master),
                desc=run_dir.name)
+    fraction = run_progress(state, training.max_steps, budget_min, started, procs)
     with graceful_interrupt() as interrupted:
-        while state.step < training.max_steps:
-            lr = get_lr(state.step, training.max_steps, training.lr, training.lr_schedule, training.warmup_steps,
+        while state.step < training.max_steps:  # at least one step, even if setup spent the budget
+            lr = get_lr(state.step, fraction, training.lr, training.lr_schedule, training.warmup_steps,
                         training.min_lr, training.lr_step_size, training.lr_gamma)
             for group in engine.optimizer.param_groups:
                 group["lr"] = lr
-            tf = get_tf_ratio(state.step, training.max_steps, training.tf_schedule, training.tf_ratio_start,
-                              training.tf_ratio_end, training.tf_values)
+            tf = get_tf_ratio(fraction, training.tf_schedule, training.tf_ratio_start, training.tf_ratio_end,
+                              training.tf_values)
             loss = optimizer_step(engine, data, state, batches, procs, training, tf)
             state.step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
 
-            # -- stop at max_steps, when the wall-clock budget is spent, or on Ctrl-C (every rank at this step)
-            out_of_time = procs.any(budget_min is not None and time.time() - started > budget_min * 60)
+            # -- stop when progress reaches 1 (max_steps or the budget, as the schedules) or on Ctrl-C
+            fraction = run_progress(state, training.max_steps, budget_min, started, procs)
             stop_now = procs.any(interrupted[0])
-            final = state.step == training.max_steps or out_of_time or stop_now
             record = log_validate_save(config, run_dir, state, engine, data, procs,
-                                       {"loss": loss, "lr": lr, "tf_ratio": tf}, final, started)
+                                       {"loss": loss, "lr": lr, "tf_ratio": tf, "progress": round(fraction, 4)},
+                                       fraction >= 1 or stop_now, started)
             if progress == "lines" and record and "val_sa" in record:
                 print(f"{run_dir.name}: step {state.step}/{training.max_steps}, loss {record['loss']:.3f}, "
                       f"val SA {record['val_sa']:.3f}, {record['elapsed_s'] / 60:.1f} min", file=sys.stderr, flush=True)
@@ -518,16 +540,17 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, budget_m
                 bar.close()
                 raise TrainingInterrupted(f"{run_dir}: interrupted at step {state.step}; checkpoint saved, "
                                           "continue with --resume")
-            if out_of_time:
-                stop = "budget"
+            if fraction >= 1:
                 break
     bar.close()
+    stop = "steps" if state.step >= training.max_steps else "budget"
     return finish(config, run_dir, state, engine, data, procs, stop, time.time() - started)
 
 
 def finish(config: RunConfig, run_dir: Path, state: TrainState, engine: Engine, data: RunData, procs: Processes,
            stop: str, seconds: float) -> dict:
-    """summary.json (a budget stop is a finished run too; --resume continues it towards max_steps)."""
+    """summary.json (a budget stop is a finished run too; --resume with a larger --budget-min, or none,
+    continues it towards max_steps: the budget counts the time of every session)."""
     summary = None
     if procs.master:
         summary = {"run_dir": str(run_dir), "model": config.name, "steps": state.step, "stopped": stop,

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ocrlib.cli import COMMANDS, main, prog_name
+from ocrlib.cli import COMMANDS, build_parser, main, prog_name
 from ocrlib.paths import PROJECT_ROOT
 
 
@@ -63,3 +63,18 @@ def test_a_config_with_an_unknown_key_is_refused_with_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert str(config) in err and "hiden" in err
     assert not (tmp_path / "run").exists(), "nothing is written for a refused config"
+
+
+@pytest.mark.parametrize("command", ["eval --data d", "predict image.png"])
+def test_eval_and_predict_take_the_decoding_flags(command, capsys):
+    def parse(*flags):
+        return build_parser().parse_args([*command.split(), "--checkpoint", "c.pt", *flags])
+
+    unset = parse()
+    assert (unset.beam, unset.brackets, unset.length_penalty) == (None, None, None)  # None: the checkpoint's
+    given = parse("--beam", "4", "--brackets", "--length-penalty", "0.7")
+    assert (given.beam, given.brackets, given.length_penalty) == (4, True, 0.7)
+    assert parse("--no-brackets").brackets is False
+    with pytest.raises(SystemExit) as exit_info:
+        parse("--length-penalty", "long")
+    assert exit_info.value.code == 2 and "--length-penalty" in capsys.readouterr().err

@@ -4,9 +4,9 @@ import math
 import pandas as pd
 import pytest
 
-from ocrlib.metrics import (Results, aspect_bucket, breakdown, edit_distance, exprate, length_bucket,
-                            markdown_table, most_confused, score, sentence_acc, substitutions, token_confusion,
-                            token_wer, wer)
+from ocrlib.metrics import (Results, aspect_bucket, breakdown, edit_distance, exprate, formula_sa, length_bucket,
+                            markdown_table, most_confused, score, sentence_acc, substitutions, summary_frame,
+                            token_confusion, token_wer, wer)
 
 # gt, pred, edit distance, token WER
 CASES = [
@@ -60,13 +60,15 @@ def test_empty_sequences_and_empty_results():
 
 
 def test_buckets():
-    assert [length_bucket(n) for n in (1, 10, 11, 40, 80, 81)] == ["1-10", "1-10", "11-20", "21-40", "41-80", ">80"]
+    lengths = (1, 10, 11, 20, 21, 40, 41, 200)
+    assert [length_bucket(n) for n in lengths] == ["1-10", "1-10", "11-20", "11-20", "21-40", "21-40", ">40", ">40"]
     assert [aspect_bucket(a) for a in (1.5, 2.0, 7.9, 16.0)] == ["<2", "2-4", "4-8", ">=16"]
     assert aspect_bucket(math.nan) == "unknown"
 
 
 def test_breakdown_by_source_and_markdown():
     frame = pd.DataFrame({
+        "gt": [c[0] for c in CASES],
         "edit_distance": [0, 1, 1, 3],
         "wer": [c[3] for c in CASES],
         "source": ["tex", "mathtext", "tex", "mathtext"],
@@ -78,8 +80,8 @@ def test_breakdown_by_source_and_markdown():
     assert table.loc["all", "WER"] == pytest.approx(round((0 + 1 / 3 + 1 / 7 + 1) / 4, 4))
     text = markdown_table(table)
     lines = text.splitlines()
-    assert lines[0] == "| source | n | SA | WER | score | ExpRate<=1 | ExpRate<=2 |"
-    assert lines[2].startswith("| mathtext | 2 | 0.0000 | ")
+    assert lines[0] == "| source | n | formulas | SA | SA_formulas | WER | score | ExpRate<=1 | ExpRate<=2 |"
+    assert lines[2].startswith("| mathtext | 2 | 2 | 0.0000 | 0.0000 | ")
     assert len(lines) == 2 + 3
 
 
@@ -90,11 +92,36 @@ def test_markdown_of_named_results():
 
 def test_breakdown_orders_buckets_by_their_bounds():
     aspects = [30.0, 1.5, 5.0, 2.5, 10.0]
-    frame = pd.DataFrame({"edit_distance": [0] * 5, "wer": [0.0] * 5,
+    frame = pd.DataFrame({"gt": list("abcde"), "edit_distance": [0] * 5, "wer": [0.0] * 5,
                           "aspect_bucket": [aspect_bucket(a) for a in aspects],
                           "length_bucket": [length_bucket(n) for n in (90, 3, 15, 30, 50)]})
     assert list(breakdown(frame, "aspect_bucket").index) == ["<2", "2-4", "4-8", "8-16", ">=16", "all"]
-    assert list(breakdown(frame, "length_bucket").index) == ["1-10", "11-20", "21-40", "41-80", ">80", "all"]
+    assert list(breakdown(frame, "length_bucket").index) == ["1-10", "11-20", "21-40", ">40", "all"]
+
+
+def repeated_formulas() -> pd.DataFrame:
+    """Formula A in 3 images, all read right; formula B in 1 image, read wrong; C (long) in 2, one right."""
+    return pd.DataFrame({"gt": ["A", "A", "A", "B", "C", "C"], "edit_distance": [0, 0, 0, 2, 0, 1],
+                         "wer": [0.0, 0.0, 0.0, 1.0, 0.0, 0.5],
+                         "length_bucket": ["1-10"] * 4 + [">40"] * 2})
+
+
+def test_sa_over_formulas_counts_each_formula_once():
+    frame = repeated_formulas()
+    assert formula_sa(frame.iloc[:4]) == 0.5                    # (1 + 0) / 2, while SA over images is 3 / 4
+    assert Results.from_distances(frame["edit_distance"][:4], frame["wer"][:4]).sa == 0.75
+    assert formula_sa(frame) == pytest.approx((1 + 0 + 0.5) / 3)
+    assert formula_sa(frame.iloc[0:0]) == 0.0
+
+
+def test_breakdown_shows_both_sas_by_length():
+    table = breakdown(repeated_formulas(), "length_bucket")
+    assert list(table.columns[:4]) == ["n", "formulas", "SA", "SA_formulas"]
+    assert table.loc["1-10", ["n", "formulas", "SA", "SA_formulas"]].tolist() == [4, 2, 0.75, 0.5]
+    assert table.loc[">40", ["n", "formulas", "SA", "SA_formulas"]].tolist() == [2, 1, 0.5, 0.5]
+    assert table.loc["all", ["n", "formulas", "SA", "SA_formulas"]].tolist() == [6, 3, round(4 / 6, 4), 0.5]
+    row = summary_frame({"test": repeated_formulas()}).loc["test"]
+    assert (row["formulas"], row["SA_formulas"]) == (3, 0.5)
 
 
 def test_substitutions_follow_the_alignment_not_the_positions():

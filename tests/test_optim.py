@@ -2,26 +2,41 @@
 import pytest
 import torch
 
-from ocrlib.optim import AdamP, build_optimizer, get_lr, get_tf_ratio
+from ocrlib.optim import AdamP, build_optimizer, get_lr, get_tf_ratio, training_progress
 
 
-def test_lr_schedules():
-    assert get_lr(0, 100, 1.0, "cosine", warmup_steps=10) == pytest.approx(0.1)
-    assert get_lr(10, 100, 1.0, "cosine", warmup_steps=10) == pytest.approx(1.0)
-    assert get_lr(55, 100, 1.0, "cosine", warmup_steps=10, min_lr=0.1) == pytest.approx(0.55)
-    assert get_lr(100, 100, 1.0, "cosine", warmup_steps=10, min_lr=0.1) == pytest.approx(0.1)
-    assert get_lr(0, 100, 1.0, "onecycle") == pytest.approx(1 / 25)
-    assert get_lr(30, 100, 1.0, "onecycle") == pytest.approx(1.0)
-    assert get_lr(100, 100, 1.0, "onecycle") == pytest.approx(1 / 25e4)
-    assert [get_lr(s, 100, 1.0, "step", step_size=10, gamma=0.5) for s in (0, 9, 10, 25)] == [1, 1, 0.5, 0.25]
+def test_progress_is_the_fraction_of_whichever_limit_ends_the_run_first():
+    assert training_progress(30, 100, elapsed_s=9999.0, budget_min=None) == pytest.approx(0.3)  # steps only
+    assert training_progress(30, 100, elapsed_s=60.0, budget_min=10.0) == pytest.approx(0.3)  # 10% of the time
+    assert training_progress(30, 100, elapsed_s=300.0, budget_min=10.0) == pytest.approx(0.5)  # time-limited
+    assert training_progress(30, 100, elapsed_s=900.0, budget_min=10.0) == 1.0  # over budget: capped
+    assert training_progress(100, 100, elapsed_s=0.0, budget_min=10.0) == 1.0  # all steps done
+
+
+def test_lr_schedules_follow_progress_after_warm_up_in_steps():
+    assert get_lr(0, 0.0, 1.0, "cosine", warmup_steps=10) == pytest.approx(0.1)
+    assert get_lr(9, 0.9, 1.0, "cosine", warmup_steps=10) == pytest.approx(1.0)  # warm-up: steps, not progress
+    assert get_lr(20, 0.5, 1.0, "cosine", warmup_steps=10, min_lr=0.1) == pytest.approx(0.55)  # midpoint
+    assert get_lr(20, 0.75, 1.0, "cosine", warmup_steps=10) == pytest.approx(0.5 * (1 - 0.5 ** 0.5))
+    assert get_lr(20, 1.0, 1.0, "cosine", warmup_steps=10, min_lr=0.1) == pytest.approx(0.1)
+    assert get_lr(0, 0.0, 1.0, "onecycle") == pytest.approx(1 / 25)
+    assert get_lr(0, 0.15, 1.0, "onecycle") == pytest.approx(1 / 25 + (1 - 1 / 25) / 2)
+    assert get_lr(0, 0.3, 1.0, "onecycle") == pytest.approx(1.0)
+    assert get_lr(0, 1.0, 1.0, "onecycle") == pytest.approx(1 / 25e4)
+    assert get_lr(50, 0.9, 1.0, "constant", warmup_steps=10) == 1.0
+    # step: on steps whatever the progress
+    assert [get_lr(s, 0.99, 1.0, "step", step_size=10, gamma=0.5) for s in (0, 9, 10, 25)] == [1, 1, 0.5, 0.25]
     with pytest.raises(ValueError, match="known"):
-        get_lr(0, 10, 1.0, "bogus")
+        get_lr(0, 0.0, 1.0, "bogus")
 
 
 def test_teacher_forcing_schedules():
-    assert get_tf_ratio(50, 100, "constant", start=0.8) == 0.8
-    assert get_tf_ratio(50, 100, "linear", start=1.0, end=0.5) == pytest.approx(0.75)
-    assert [get_tf_ratio(s, 90, "step") for s in (0, 29, 30, 60, 89)] == [0.5, 0.5, 0.4, 0.3, 0.3]
+    assert get_tf_ratio(0.5, "constant", start=0.8) == 0.8
+    assert get_tf_ratio(0.5, "linear", start=1.0, end=0.5) == pytest.approx(0.75)
+    assert get_tf_ratio(1.0, "linear", start=1.0, end=0.5) == pytest.approx(0.5)
+    assert [get_tf_ratio(p, "step") for p in (0, 0.32, 1 / 3, 2 / 3, 0.99)] == [0.5, 0.5, 0.4, 0.3, 0.3]
+    with pytest.raises(ValueError, match="known"):
+        get_tf_ratio(0.5, "bogus")
 
 
 def test_adamp_equals_adam_on_vectors_and_slows_norm_growth_on_scale_invariant_weights():

@@ -4,7 +4,9 @@ Tiny data: synthetic images (one stripe pattern per token) in the competition la
 SATRN config, so each training run takes a second or two on a 2-core CPU.
 """
 import json
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -42,6 +44,7 @@ def test_run_folder_contents_and_summary(data_dirs, straight_run):
     assert json.loads((run / "summary.json").read_text()) == summary
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert [r["progress"] for r in records] == [0.1667, 0.3333, 0.5, 0.6667, 0.8333, 1.0]  # no budget: steps
     assert "val_sa" in records[2] and "val_sa" not in records[3] and "val_wer" in records[5]
     assert records[0]["tf_ratio"] == pytest.approx(0.9) and records[0]["lr"] < records[1]["lr"]  # warm-up
     # the corrupt image is skipped (every epoch it comes round), counted, and training went on
@@ -102,6 +105,59 @@ def test_budget_stop_finishes_the_run_which_is_cached_and_resumable(data_dirs, t
         train(other, tmp_path / "run", progress=False)
     assert train(config, tmp_path / "run", resume=True, progress=False)["steps"] == 3
     assert [s for s, _ in losses(tmp_path / "run")] == [1, 2, 3]
+
+
+@pytest.fixture
+def ten_second_steps(monkeypatch):
+    """A fake clock in ocrlib.train on which each optimiser step takes 10 s and nothing else any time."""
+    import ocrlib.train as train_module
+
+    clock, real_step = [time.time()], train_module.optimizer_step
+
+    def step(*args):
+        clock[0] += 10.0
+        return real_step(*args)
+
+    monkeypatch.setattr(train_module, "time", SimpleNamespace(time=lambda: clock[0]))
+    monkeypatch.setattr(train_module, "optimizer_step", step)
+
+
+# a 1-minute budget of 10-second steps, max_steps far away: the cosine and the teacher forcing run over 6 steps
+BUDGET_RUN = dict(max_steps=1000, budget_min=1.0, warmup_steps=0, lr=1e-3, min_lr=0.0, eval_every=0)
+BUDGET_LRS = [1e-3 * f for f in (1.0, 0.9330127, 0.75, 0.5, 0.25, 0.0669873)]  # cosine at progress 0, 1/6, ...
+BUDGET_TFS = [0.9, 0.85, 0.8, 0.75, 0.7, 0.65]  # 0.9 -> 0.6, linear in progress
+
+
+def test_a_budget_limited_run_ends_its_schedules_when_the_budget_is_spent(data_dirs, tmp_path, ten_second_steps):
+    summary = train(tiny_config(*data_dirs, **BUDGET_RUN), tmp_path / "run", progress=False)
+    assert summary["stopped"] == "budget" and summary["steps"] == 6
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["progress"] for r in records] == [0.1667, 0.3333, 0.5, 0.6667, 0.8333, 1.0]
+    assert [r["lr"] for r in records] == pytest.approx(BUDGET_LRS)
+    assert [r["tf_ratio"] for r in records] == pytest.approx(BUDGET_TFS)
+    assert read_checkpoint(tmp_path / "run" / "checkpoint.pt")["elapsed_s"] == pytest.approx(60.0)
+
+
+def test_a_resumed_budget_run_continues_its_schedules_from_the_checkpointed_time(data_dirs, tmp_path, monkeypatch,
+                                                                                  ten_second_steps):
+    import ocrlib.train as train_module
+
+    config, real_save = tiny_config(*data_dirs, **BUDGET_RUN), train_module.save_checkpoint
+
+    def crash_after_step_3(state, path):
+        real_save(state, path)
+        if state["step"] == 3:
+            raise KeyboardInterrupt("simulated crash")
+
+    monkeypatch.setattr(train_module, "save_checkpoint", crash_after_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "run", progress=False)
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    summary = train(config, tmp_path / "run", resume=True, progress=False)  # 30 s of the budget already spent
+    assert summary["stopped"] == "budget" and summary["steps"] == 6
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in records] == pytest.approx(BUDGET_LRS)
+    assert [r["tf_ratio"] for r in records] == pytest.approx(BUDGET_TFS)
 
 
 def test_unknown_training_key_is_refused(data_dirs):

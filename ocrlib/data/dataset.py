@@ -1,4 +1,7 @@
-"""FormulaDataset (images + token ids), collate, length-bucketed resumable batches, make_loader.
+"""FormulaDataset (images + token ids), collate, bucketed resumable batches, make_loader.
+
+Batches are bucketed by `FormulaDataset.bucket_keys`: the resized image width for keep-aspect inputs
+(so a batch pads little), the target length for fixed-size ones.
 
 Bad input never stops a loop: a sample whose image cannot be used makes
 `__getitem__` return None and counts one short reason in `dataset.skipped`;
@@ -15,7 +18,7 @@ import random
 import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ocrlib.config import DataConfig
-from ocrlib.data.augment import Augmenter, build_augment, vertical_fix as rotate_if_vertical
+from ocrlib.data.augment import VERTICAL_RATIO, Augmenter, build_augment, vertical_fix as rotate_if_vertical
 from ocrlib.data.sources import Sample, read_gt
 from ocrlib.errors import BadInput
 from ocrlib.tokens import Vocab
@@ -187,6 +190,25 @@ class FormulaDataset(Dataset):
             gray = self.augment(gray)
         return to_tensor(resize(gray, self.height, self.width, self.max_width), self.channels)
 
+    @cached_property
+    def bucket_keys(self) -> list[int]:
+        """Per sample, what batches are bucketed by: the width after the keep-aspect resize (read from the image
+        header, vertical fix included; 0 when unreadable), or the target length for fixed-size inputs."""
+        if self.width is not None:
+            return self.lengths
+        keys = []
+        for sample in self.samples:
+            try:
+                with Image.open(sample.image) as img:
+                    w, h = img.size
+            except (OSError, Image.DecompressionBombError):
+                keys.append(0)
+                continue
+            if self.vertical_fix and w / h < VERTICAL_RATIO:
+                w, h = h, w
+            keys.append(min(self.max_width, max(1, round(w * self.height / h))))
+        return keys
+
     def _sample_seed(self, index: int) -> int:
         return int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
 
@@ -238,7 +260,8 @@ def collate(batch: Sequence[dict[str, Any] | None], pad_id: int,
 
 
 class BucketBatchSampler(Sampler[list[int]]):
-    """Batches of similar length: shuffle, sort by length within chunks of ~50 batches, cut, shuffle the batches.
+    """Batches of similar keys (image width or target length): shuffle, sort by key within chunks of ~50 batches,
+    cut, shuffle the batches.
 
     The order is a function of (seed, epoch) only, and `state_dict()` = {epoch, position}
     (batches handed out this epoch) lets a resumed run continue with the identical next batch.
@@ -314,7 +337,7 @@ def make_loader(dataset: FormulaDataset, batch_size: int, seed: int = 0, shuffle
     """A DataLoader over length buckets; `loader.batch_sampler` has set_epoch / state_dict / load_state_dict
     (set_epoch also moves the dataset's augmentation epoch). `batch_sampler` replaces the default bucket
     sampler (e.g. one sharded across processes); the loader draws nothing from the global RNG either way."""
-    sampler = batch_sampler or BucketBatchSampler(dataset.lengths, batch_size, seed, shuffle, drop_last,
+    sampler = batch_sampler or BucketBatchSampler(dataset.bucket_keys, batch_size, seed, shuffle, drop_last,
                                                   on_epoch=dataset.set_epoch)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
                       collate_fn=partial(collate, pad_id=dataset.vocab.pad_id, width_multiple=dataset.width_multiple),
