@@ -21,9 +21,13 @@ from typing import Callable
 import pandas as pd
 import torch
 
+from ocrlib.config import load_config
 from ocrlib.data.build import printed_corpus
+from ocrlib.data.dataset import FormulaDataset, make_loader, padded_share
 from ocrlib.data.render import render_dataset
 from ocrlib.data.render_tex import available_renderer
+from ocrlib.models import model_from_config
+from ocrlib.tokens import Vocab
 from ocrlib.paths import REPORTS_DIR
 from ocrlib.tables import markdown_table
 
@@ -64,6 +68,44 @@ def render_throughput(renderer: str, workers: int, n: int) -> dict:
     }
 
 
+def training_throughput(model: str, keep_aspect: bool, steps: int, n_formulas: int = 512,
+                        preset: str | None = None) -> dict:
+    """Images/s of training steps (forward, backward, Adam) of `model`'s default config on the same mathtext
+    renders of real formulas, at fixed size or keep-aspect (bucketed by width); the padded share of the
+    keep-aspect batches comes with it."""
+    overrides = ["data.width=null"] if keep_aspect else []
+    config = load_config(model, preset=preset, overrides=overrides)
+    formulas, corpus = printed_corpus(n_formulas, seed=0)
+    with tempfile.TemporaryDirectory(prefix="ocrlib-bench-") as tmp:
+        render_dataset(formulas, Path(tmp), "mathtext", seed=0, workers=2, progress=False)
+        dataset = FormulaDataset.for_config(tmp, Vocab.load(Path(tmp) / "tokens.txt"), config.data)
+        loader = make_loader(dataset, config.training.batch_size, seed=0)
+        batches = [batch for batch, _ in zip(loader, range(steps + 2))]
+    torch.manual_seed(0)
+    net = model_from_config(config, dataset.vocab).train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
+    images = 0
+    for i, batch in enumerate(batches):
+        if i == 2:  # two warm-up steps
+            started, images = time.perf_counter(), 0
+        _, loss = net.forward_logits_loss(batch["images"], batch["targets"], 1.0, 0.0, batch["widths"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        images += len(batch["paths"])
+    seconds = time.perf_counter() - started
+    widths = dataset.bucket_keys if keep_aspect else [config.data.width] * len(dataset)
+    return {"value": round(images / seconds, 2), "unit": "images/s", "model": model,
+            "input": f"height {config.data.height}, " + ("keep-aspect" if keep_aspect else f"width {config.data.width}"),
+            "batch_size": config.training.batch_size, "s_per_step": round(seconds / steps, 3), "steps": steps,
+            "padded_share": round(padded_share(widths, loader.batch_sampler.batches(0)), 3), "corpus": corpus}
+
+
+def _training_case(model: str, keep_aspect: bool) -> Case:
+    return Case(f"train {model}, {'keep-aspect' if keep_aspect else 'fixed size'}", "train",
+                lambda quick: training_throughput(model, keep_aspect, 3 if quick else 12))
+
+
 def _render_case(renderer: str, workers: int, n: int, n_quick: int) -> Case:
     return Case(f"render {renderer}, {workers} worker{'s' * (workers > 1)}", "render",
                 lambda quick: render_throughput(renderer, workers, n_quick if quick else n))
@@ -74,6 +116,8 @@ CASES: list[Case] = [
     _render_case("mathtext", 2, 2000, 400),
     _render_case("tex", 1, 2000, 400),
     _render_case("tex", 2, 4000, 800),
+    _training_case("satrn", keep_aspect=False),
+    _training_case("satrn", keep_aspect=True),
 ]
 
 

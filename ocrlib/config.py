@@ -59,6 +59,7 @@ class DataConfig:
     val_fraction: float = 0.1  # share of its formulas (by formula hash) held out for validation
     height: int = 128  # model input height in pixels
     width: int | None = 128  # model input width; None = keep the aspect ratio (padded batches)
+    max_width: int = 1024  # keep-aspect cap: wider images are squeezed to this width
     augment: Literal["none", "light", "competition", "heavy"] = "none"  # ocrlib.data.augment preset
     vertical_fix: bool = True  # rotate images with width/height < 0.75 by 90 degrees (the team's fix)
     channels: int = 1  # image channels handed to the model (grayscale repeated)

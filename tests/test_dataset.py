@@ -18,6 +18,7 @@ from ocrlib.data.dataset import (
     collate,
     load_gray,
     make_loader,
+    padded_share,
 )
 from ocrlib.data.sources import Sample
 from ocrlib.errors import BadInput
@@ -247,6 +248,23 @@ def test_bucketing_covers_every_index_once_with_similar_lengths():
     assert len(list(dropped)) == len(dropped) == 63 and all(len(b) == 16 for b in dropped)
     ordered = list(BucketBatchSampler(lengths, 16, shuffle=False))
     assert ordered == list(BucketBatchSampler(lengths, 16, seed=99, shuffle=False))
+
+
+def test_keep_aspect_batches_are_bucketed_by_resized_width(tmp_path, vocab):
+    widths = [40, 300, 90, 310, 45, 95]  # at height 32; the tall one below turns sideways
+    paths = [save_png(tmp_path / f"{i}.png", formula_array(32, w, seed=i)) for i, w in enumerate(widths)]
+    tall = save_png(tmp_path / "tall.png", formula_array(100, 40))
+    samples = [Sample(p, TOKENS) for p in paths + [tall]]
+    keep = FormulaDataset(samples, vocab, height=32, width=None, max_width=305)
+    assert keep.bucket_keys == [40, 300, 90, 305, 45, 95, 80]  # capped at max_width; tall: 100 x 40 -> 80 x 32
+    assert keep.bucket_keys == [keep[i]["width"] for i in range(7)]  # the header agrees with the loaded image
+    batches = make_loader(keep, 2, seed=0, shuffle=False).batch_sampler.batches(0)
+    assert [sorted(keep.bucket_keys[i] for i in b) for b in batches] == [[40, 45], [80, 90], [95, 300], [305]]
+    assert FormulaDataset(samples, vocab, height=32, width=64).bucket_keys == keep.lengths  # fixed size: lengths
+    # padding: [40, 45] -> 48 wide, [80, 90] -> 96, [95, 300] -> 304, [305] -> 320
+    expected = 1 - sum(keep.bucket_keys) / (2 * 48 + 2 * 96 + 2 * 304 + 320)
+    assert padded_share(keep.bucket_keys, batches) == pytest.approx(expected)
+    assert padded_share([64, 64], [[0, 1]]) == 0.0
 
 
 def test_sampler_resumes_mid_epoch_with_identical_batches():

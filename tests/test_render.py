@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ocrlib.bench import cases_markdown, render_throughput
+from ocrlib.bench import cases_markdown, render_throughput, training_throughput
 from ocrlib.data import render_ink, render_tex
 from ocrlib.data.render import cli_render, render_dataset, render_one
 from ocrlib.data.sources import read_gt
@@ -208,6 +208,13 @@ def test_tex_bisects_when_the_log_does_not_name_the_page(monkeypatch):
 def test_tex_refuses_macro_definitions():
     result = render_tex.render_batch([(0, r"\def\a{\a}\a")], seed=0)[0]
     assert result.error == r"refused: contains \def"
+
+
+def test_bench_training_throughput_case_fixed_and_keep_aspect():
+    fixed = training_throughput("satrn", keep_aspect=False, steps=1, n_formulas=40, preset="smoke")
+    keep = training_throughput("satrn", keep_aspect=True, steps=1, n_formulas=40, preset="smoke")
+    assert fixed["value"] > 0 and keep["value"] > 0 and fixed["padded_share"] == 0.0
+    assert 0.0 < keep["padded_share"] < 0.5 and keep["input"] == "height 32, keep-aspect"
 
 
 def test_bench_render_throughput_case():

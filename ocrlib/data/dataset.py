@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 MAX_PIXELS = 40_000_000  # refuse larger images from their header, before decoding (decompression bombs)
 MIN_SIDE = 4  # a side shorter than this holds no readable symbol
-MAX_WIDTH = 1024  # keep-aspect cap: wider images are squeezed to this width
+MAX_WIDTH = DataConfig.max_width  # keep-aspect cap: wider images are squeezed to this width
 WIDTH_MULTIPLE = 16  # keep-aspect batches are padded to a multiple of the backbones' largest stride
 SKIP_LOG_LIMIT = 5  # log this many bad files per reason, then only count them
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
@@ -165,7 +165,7 @@ class FormulaDataset(Dataset):
                    augment: str | None = None, seed: int = 0) -> FormulaDataset:
         """The images as a model trained with this DataConfig sees them (augmented only when asked)."""
         return cls(data, vocab, height=config.height, width=config.width, augment=augment,
-                   vertical_fix=config.vertical_fix, channels=config.channels, seed=seed)
+                   vertical_fix=config.vertical_fix, channels=config.channels, max_width=config.max_width, seed=seed)
 
     def _encode(self, tokens: list[str]) -> list[int]:
         ids = self.vocab.encode(tokens)
@@ -321,6 +321,18 @@ class BucketBatchSampler(Sampler[list[int]]):
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.set_epoch(int(state["epoch"]))
         self.position = self._resume_at = int(state["position"])
+
+
+def padded_share(widths: Sequence[int], batches: Sequence[Sequence[int]], multiple: int = WIDTH_MULTIPLE) -> float:
+    """Share of input pixel columns that are padding when `batches` (index lists) of images `widths` wide are
+    padded to their widest, rounded up to `multiple` (as `collate` does)."""
+    widths = np.asarray(widths)
+    padded = image = 0
+    for batch in batches:
+        batch_width = math.ceil(widths[batch].max() / multiple) * multiple
+        padded += batch_width * len(batch)
+        image += int(widths[batch].sum())
+    return 1 - image / padded if padded else 0.0
 
 
 def seed_worker(worker_id: int) -> None:
