@@ -36,12 +36,13 @@ BREAKDOWNS = ("length_bucket", "source", "renderer", "aspect_bucket")
 
 
 def select_device(name: str = "auto") -> torch.device:
-    """'auto': CUDA when available, else CPU (using every core); or an explicit torch device name."""
+    """'auto': CUDA when available, else CPU (every core, or OMP_NUM_THREADS when set: side-by-side runs);
+    or an explicit torch device name."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
     return device
 
 
