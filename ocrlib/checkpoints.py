@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -67,6 +68,32 @@ def config_of(state: dict, path: str | Path) -> RunConfig:
     return RunConfig.from_dict(state["config"], path)
 
 
+def export_weights(checkpoint: str | Path, out: str | Path, dtype: torch.dtype = torch.float16) -> dict:
+    """A checkpoint's weights (floating tensors cast to `dtype`), vocabulary and config, without optimiser or
+    training state: what `ocrlib/pretrained/model.pt` holds. Returns {"path", "bytes", "parameters", "step"}."""
+    state = read_checkpoint(checkpoint)
+    config_of(state, checkpoint)  # refuse a file that is not a model checkpoint before writing anything
+    weights = {key: value.to(dtype) if value.is_floating_point() else value for key, value in state["model"].items()}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint({"model": weights, "vocab": state["vocab"], "config": state["config"],
+                     "step": state.get("step"), "val": state.get("val"), "exported_from": str(checkpoint)}, out)
+    return {"path": str(out), "bytes": out.stat().st_size, "step": state.get("step"),
+            "parameters": sum(v.numel() for v in weights.values() if v.is_floating_point())}
+
+
+def cli_export(args) -> int:
+    """`ocrlib export --checkpoint runs/x/best.pt [--out ocrlib/pretrained/model.pt]`: fp16 weights for shipping."""
+    from ocrlib.pretrained import MAX_BYTES, WEIGHTS
+
+    info = export_weights(args.checkpoint, args.out or WEIGHTS)
+    print(f"{info['path']}: {info['parameters']:,} parameters, {info['bytes'] / 2**20:.1f} MiB (fp16), "
+          f"step {info['step']}")
+    if info["bytes"] > MAX_BYTES:
+        print(f"warning: larger than the {MAX_BYTES // 2**20} MiB the repository ships", file=sys.stderr)
+    return 0
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     """A checkpoint written by `ocrlib.train` -> (model in eval mode, Vocab, RunConfig)."""
     state = read_checkpoint(path, device)
@@ -76,7 +103,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     vocab, config = Vocab(state["vocab"]), config_of(state, path)
     model = model_from_config(config, vocab)
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state["model"])  # fp16 weights (a shipped model) are cast to the model's fp32
     except RuntimeError as err:
         raise BadInput(path, f"weights do not fit the model of its config ({str(err).splitlines()[0]})") from err
     return model.to(device).eval(), vocab, config

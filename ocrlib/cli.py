@@ -22,6 +22,7 @@ COMMANDS = {
     "train": ("ocrlib.train", "cli_train"),
     "eval": ("ocrlib.evaluate", "cli_eval"),
     "predict": ("ocrlib.evaluate", "cli_predict"),
+    "export": ("ocrlib.checkpoints", "cli_export"),
     "models": ("ocrlib.models.catalog", "cli_models"),
     "bench": ("ocrlib.bench", "cli_bench"),
     "report": ("ocrlib.reports", "cli_report"),
@@ -84,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-min", type=float, default=None, help="stop after this many wall-clock minutes")
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on a competition-layout folder")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", default=None, help="default: the shipped pretrained model")
     p.add_argument("--data", required=True)
     add_decoding_flags(p)
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples of gt.txt")
@@ -92,12 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write the results as JSON here")
 
     p = sub.add_parser("predict", help="print image<TAB>latex (or JSON lines) for images or folders")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", default=None, help="default: the shipped pretrained model")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     add_decoding_flags(p)
     p.add_argument("--format", choices=("tsv", "jsonl"), default="tsv",
                    help="tsv: path<TAB>latex a line (refuses paths with a tab or newline); "
                         'jsonl: {"path", "latex", "tokens"} a line')
+
+    p = sub.add_parser("export", help="a checkpoint's weights in fp16, for shipping (ocrlib/pretrained/model.pt)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", default=None, help="default: ocrlib/pretrained/model.pt")
 
     sub.add_parser("models", help="table of the registered models and their parameter counts")
 

@@ -27,6 +27,7 @@ from ocrlib.decoding import BracketConstraint
 from ocrlib.errors import BadInput
 from ocrlib.metrics import (Results, aspect_bucket, breakdown, edit_distance, length_bucket, markdown_table,
                             results_of, summary_frame, summary_of, token_wer)
+from ocrlib.pretrained import default_checkpoint
 from ocrlib.tokens import join
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -132,7 +133,7 @@ def cli_eval(args) -> int:
     """`ocrlib eval --checkpoint C --data FOLDER [--beam K] [--[no-]brackets] [--length-penalty P] [--limit N]
     [--out results.json]`; a decoding option without its flag is the checkpoint's."""
     device = select_device()
-    model, vocab, config = load_checkpoint(args.checkpoint, device)
+    model, vocab, config = load_checkpoint(default_checkpoint(args.checkpoint), device)
     samples, bad_lines = read_gt(args.data)
     for where, problem in bad_lines:
         print(f"{Path(args.data) / where}: skipped ({problem})", file=sys.stderr)
@@ -144,7 +145,7 @@ def cli_eval(args) -> int:
     if skipped:
         print(f"{skipped} unreadable sample(s) skipped: {dict(getattr(dataset, 'skipped', {}))}", file=sys.stderr)
     if args.out:
-        payload = {"checkpoint": str(args.checkpoint), "data": str(args.data), "decoding": dataclasses.asdict(decoding),
+        payload = {"checkpoint": str(default_checkpoint(args.checkpoint)), "data": str(args.data), "decoding": dataclasses.asdict(decoding),
                    "limit": args.limit,
                    "results": {**results.as_dict(), **summary_of(frame)}, "n_skipped": skipped,
                    "breakdowns": {by: breakdown(frame, by).to_dict(orient="index") for by in BREAKDOWNS}}
@@ -195,7 +196,7 @@ def cli_predict(args) -> int:
     if fmt not in PREDICT_FORMATS:
         raise BadInput(fmt, f"unknown output format (one of {', '.join(PREDICT_FORMATS)})")
     device = select_device()
-    model, vocab, config = load_checkpoint(args.checkpoint, device)
+    model, vocab, config = load_checkpoint(default_checkpoint(args.checkpoint), device)
     files = image_files(args.inputs)
     if not files:
         print("error: no image files in the inputs", file=sys.stderr)

@@ -91,3 +91,33 @@ def test_a_config_with_unknown_keys_names_the_checkpoint(checkpoint, tmp_path):
     torch.save(state, tmp_path / "odd.pt")
     with pytest.raises(BadInput, match=r"odd\.pt: unknown key 'model.hidn'"):
         load_checkpoint(tmp_path / "odd.pt")
+
+
+def test_export_writes_fp16_weights_that_load_and_decode_alike(checkpoint, folder, vocab, tmp_path, capsys):
+    from ocrlib.cli import main
+
+    path, original = checkpoint
+    assert main(["export", "--checkpoint", str(path), "--out", str(tmp_path / "shipped.pt")]) == 0
+    assert "MiB (fp16)" in capsys.readouterr().out
+    state = read_checkpoint(tmp_path / "shipped.pt")
+    assert "optimizer" not in state and "rng" not in state
+    assert {v.dtype for v in state["model"].values() if v.is_floating_point()} == {torch.float16}
+    model, _, _ = load_checkpoint(tmp_path / "shipped.pt")
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # cast back on load
+    images = FormulaDataset(folder, vocab, height=32, width=96)[1]["image"].unsqueeze(0)
+    assert torch.equal(model.decode(images).tokens, original.decode(images).tokens)
+    assert (tmp_path / "shipped.pt").stat().st_size < 0.6 * path.stat().st_size
+
+
+def test_without_checkpoint_predict_uses_the_shipped_model_or_says_there_is_none(checkpoint, folder, tmp_path,
+                                                                                 monkeypatch, capsys):
+    import ocrlib.pretrained
+    from ocrlib.cli import main
+
+    monkeypatch.setattr(ocrlib.pretrained, "WEIGHTS", tmp_path / "absent.pt")
+    image = str(folder / "images" / "000.png")
+    assert main(["predict", image]) == 2
+    assert "no --checkpoint given and no shipped pretrained model" in capsys.readouterr().err
+    monkeypatch.setattr(ocrlib.pretrained, "WEIGHTS", checkpoint[0])
+    assert main(["predict", image]) == 0
+    assert capsys.readouterr().out.startswith(image + "\t")
