@@ -49,7 +49,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    train: str | None = None  # competition-layout folder (images/, gt.txt) to train on
+    train: str | tuple[str, ...] | None = None  # competition-layout folder(s) to train on; several are one set
     val: str | None = None  # ... and to validate on (formulas never seen in training)
     vocab: str | None = None  # tokens.txt; None = built from the training labels
     source: Literal["synth"] = "synth"  # without train/val: a small set rendered from the formula generator

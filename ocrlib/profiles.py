@@ -16,6 +16,7 @@ class Profile:
     name: str
     printed_formulas: int      # formulas drawn from the corpus for the printed sets (all splits together)
     tex_test: int              # formulas of the test split typeset by real TeX (the shifted test set)
+    tex_train: int             # formulas of the train split typeset by TeX too (training sees both renderers)
     handwritten: int           # handwritten expressions (CROHME ink, or pseudo-ink without CROHME)
     eda_formulas: int          # formulas compared in the EDA notebook (real vs generated)
     preset: str                # the model YAML preset trained at this profile (its steps and minutes)
@@ -25,11 +26,13 @@ class Profile:
 
 
 PROFILES = {
-    "smoke": Profile("smoke", printed_formulas=300, tex_test=40, handwritten=60, eda_formulas=2000,
+    "smoke": Profile("smoke", printed_formulas=300, tex_test=40, tex_train=100, handwritten=60, eda_formulas=2000,
                      preset="smoke"),
-    "quick": Profile("quick", printed_formulas=12000, tex_test=500, handwritten=1500, eda_formulas=93509,
+    "quick": Profile("quick", printed_formulas=12000, tex_test=500, tex_train=12000, handwritten=1500,
+                     eda_formulas=93509,
                      preset="quick"),
-    "full": Profile("full", printed_formulas=93509, tex_test=3000, handwritten=7956, eda_formulas=93509,
+    "full": Profile("full", printed_formulas=93509, tex_test=3000, tex_train=93509, handwritten=7956,
+                    eda_formulas=93509,
                     preset="full"),
 }
 

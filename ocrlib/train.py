@@ -82,19 +82,20 @@ def run_id(config: RunConfig, fingerprint: str) -> str:
     return f"{config.name}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
 
 
-def prepare_data(data: DataConfig, progress: bool = True) -> tuple[Path, Path]:
-    """The train and val folders: data.train/data.val, or with data.source 'synth' a small set rendered
-    once from the formula generator (ocrlib.data.build.synthetic_sets)."""
+def prepare_data(data: DataConfig, progress: bool = True) -> tuple[tuple[Path, ...], Path]:
+    """The train folders (one or several, e.g. mathtext and TeX renders) and the val folder: data.train/data.val,
+    or with data.source 'synth' a small set rendered once from the formula generator (data.build.synthetic_sets)."""
     if data.train and data.val:
-        folders = Path(data.train), Path(data.val)
-        for folder in folders:
+        train = tuple(map(Path, (data.train,) if isinstance(data.train, str) else data.train))
+        for folder in (*train, Path(data.val)):
             if not (folder / "gt.txt").is_file():
                 raise BadInput(folder, "not a competition-layout folder (no gt.txt)")
-        return folders
+        return train, Path(data.val)
     if data.train or data.val:
         raise BadInput(data.train or data.val, "set both data.train and data.val (or neither, for synthetic data)")
-
-    return synthetic_sets(data.synth_n, data.synth_seed, data.renderer, data.val_fraction, progress=progress)
+    train_dir, val_dir = synthetic_sets(data.synth_n, data.synth_seed, data.renderer, data.val_fraction,
+                                        progress=progress)
+    return (train_dir,), val_dir
 
 
 def finished_summary(run_dir: Path, config: RunConfig) -> dict | None:
@@ -280,7 +281,7 @@ class RunData:
     sampler: BucketBatchSampler | ShardedBatchSampler  # sharded: one slice of the batches per rank
     loader: DataLoader
     val_loader: DataLoader
-    train_dir: Path
+    train_dirs: tuple[Path, ...]
     val_dir: Path
     bad_lines: int  # unusable gt.txt lines of train and val
     too_long: int  # training targets longer than model.max_len, left out
@@ -291,16 +292,20 @@ def setup_data(config: RunConfig, checkpoint: dict | None, procs: Processes, pro
     data, training, max_len = config.data, config.training, config.model.max_len
     if not procs.master:
         procs.barrier()  # wait for rank 0 to render the synthetic set, if any
-    train_dir, val_dir = prepare_data(data, progress is True and procs.master)
+    train_dirs, val_dir = prepare_data(data, progress is True and procs.master)
     if procs.master:
         procs.barrier()
-    train_samples, bad_lines = read_gt(train_dir)
+    train_samples, bad_lines = [], []
+    for folder in train_dirs:
+        samples, problems = read_gt(folder)
+        train_samples += samples
+        bad_lines += problems
     val_samples, bad_val_lines = read_gt(val_dir)
     too_long = sum(len(s.tokens) + 1 > max_len for s in train_samples)  # + eos
     train_samples = [s for s in train_samples if len(s.tokens) + 1 <= max_len]
     if not train_samples:
-        raise BadInput(train_dir, f"no usable training samples ({len(bad_lines)} bad gt.txt lines, "
-                                  f"{too_long} too long)")
+        raise BadInput(", ".join(map(str, train_dirs)),
+                       f"no usable training samples ({len(bad_lines)} bad gt.txt lines, {too_long} too long)")
     if checkpoint:
         vocab = Vocab(checkpoint["vocab"])
     else:  # a shared tokens.txt (ocrlib.data.build writes one per profile), else the training labels'
@@ -316,7 +321,7 @@ def setup_data(config: RunConfig, checkpoint: dict | None, procs: Processes, pro
                          batch_sampler=sampler)
     val_set = FormulaDataset.for_config(val_samples[: training.val_samples or None], vocab, data)
     val_loader = make_loader(val_set, training.batch_size, seed=0, shuffle=False)
-    return RunData(vocab, train_set, sampler, loader, val_loader, train_dir, val_dir,
+    return RunData(vocab, train_set, sampler, loader, val_loader, train_dirs, val_dir,
                    len(bad_lines) + len(bad_val_lines), too_long)
 
 
@@ -558,7 +563,7 @@ def finish(config: RunConfig, run_dir: Path, state: TrainState, engine: Engine, 
                    "samples_per_s": round((state.seen_total + state.seen) * procs.world_size / seconds, 2),
                    "device": str(procs.device), "world_size": procs.world_size,
                    "parameters": sum(p.numel() for p in engine.raw_model.parameters()),
-                   "vocab_size": len(data.vocab), "train": str(data.train_dir), "val": str(data.val_dir),
+                   "vocab_size": len(data.vocab), "train": ", ".join(map(str, data.train_dirs)), "val": str(data.val_dir),
                    "train_samples": len(data.train_set), "bad_label_lines": data.bad_lines,
                    "too_long": data.too_long, "skipped_samples": state.n_skipped,
                    "skip_reasons": dict(data.train_set.skipped), "best_val": state.best_val,
@@ -578,8 +583,8 @@ def cli_train(args) -> int:
         config = load_config(args.config, preset=args.preset, overrides=args.set)
         run_dir = args.run_dir
         if run_dir is None:
-            train_dir, val_dir = prepare_data(config.data)
-            run_dir = RUNS_DIR / run_id(config, data_fingerprint(train_dir, val_dir))
+            train_dirs, val_dir = prepare_data(config.data)
+            run_dir = RUNS_DIR / run_id(config, data_fingerprint(*train_dirs, val_dir))
         summary = train(config, run_dir, resume=args.resume, budget_min=args.budget_min)
     except KeyboardInterrupt as err:
         print(f"\n{err}" if isinstance(err, TrainingInterrupted) else "\ninterrupted before training started",

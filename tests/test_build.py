@@ -6,8 +6,8 @@ from ocrlib.data.sources import read_gt
 from ocrlib.paths import exam_formulas_file
 from ocrlib.tokens import Vocab
 
-SETS = {"printed/train", "printed/val", "printed/test", "tex/test", "handwritten/train", "handwritten/val",
-        "handwritten/test"}
+SETS = {"printed/train", "printed/val", "printed/test", "tex/train", "tex/test", "tex_heldout/test",
+        "handwritten/train", "handwritten/val", "handwritten/test"}
 
 
 def test_a_fresh_clone_without_shared_data_builds_from_the_generator_and_pseudo_ink(tmp_path, monkeypatch):
@@ -23,6 +23,23 @@ def test_a_fresh_clone_without_shared_data_builds_from_the_generator_and_pseudo_
     assert len(Vocab.load(built.vocab_path)) > 20
     sources = {s.source.split(":")[1].split("-")[0] for s in read_gt(built.sets["handwritten/train"])[0]}
     assert sources == {"pseudo"}
+
+
+def test_training_sees_tex_in_every_font_but_the_held_out_one(tmp_path, monkeypatch):
+    from ocrlib.data.build import HELD_OUT_FONT
+    from ocrlib.data.render_tex import available_fonts, available_renderer
+
+    if available_renderer("tex")[0] != "tex" or HELD_OUT_FONT not in available_fonts():
+        pytest.skip(f"real TeX with the {HELD_OUT_FONT} font is not installed (make setup installs it)")
+    monkeypatch.setenv("OCRLIB_SHARED_DATA", str(tmp_path / "absent"))
+    built = build_datasets("smoke", seed=0, root=tmp_path, progress=False)
+    fonts = {key: {s.source for s in read_gt(built.sets[key])[0]} for key in ("tex/train", "tex_heldout/test")}
+    assert fonts["tex_heldout/test"] == {f"tex:{HELD_OUT_FONT}"}
+    assert len(fonts["tex/train"]) >= 2 and f"tex:{HELD_OUT_FONT}" not in fonts["tex/train"]
+    assert all(source.startswith("tex:") for source in fonts["tex/train"])
+    train = {" ".join(s.tokens) for s in read_gt(built.sets["tex/train"])[0]}
+    held_out = {" ".join(s.tokens) for key in ("printed/val", "printed/test") for s in read_gt(built.sets[key])[0]}
+    assert train and not train & held_out, "TeX training images are of training formulas only"
 
 
 def test_a_second_build_reuses_the_rendered_sets(tmp_path, monkeypatch):

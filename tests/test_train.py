@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import yaml
 
 from ocrlib.errors import BadInput
 from ocrlib.checkpoints import read_checkpoint
@@ -160,6 +161,16 @@ def test_a_resumed_budget_run_continues_its_schedules_from_the_checkpointed_time
     assert [r["tf_ratio"] for r in records] == pytest.approx(BUDGET_TFS)
 
 
+def test_several_train_folders_are_one_training_set(data_dirs, tmp_path):
+    more = write_dataset(tmp_path / "tex", 5, seed=9)
+    config = tiny_config(*data_dirs, max_steps=1).replace({"data.train": [str(data_dirs[0]), str(more)]})
+    summary = train(config, tmp_path / "run", progress=False)
+    assert summary["train_samples"] == 12 + 1 + 5  # both folders (the first has a corrupt image too)
+    assert summary["train"] == f"{data_dirs[0]}, {more}"
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]["train"] == [str(data_dirs[0]),
+                                                                                               str(more)]
+
+
 def test_unknown_training_key_is_refused(data_dirs):
     with pytest.raises(BadInput, match="training.warmup=5: unknown key 'training.warmup'"):
         tiny_config(*data_dirs, warmup=5)
@@ -197,13 +208,13 @@ def test_synthetic_data_is_rendered_once_into_a_cache(tmp_path, monkeypatch):
 
     monkeypatch.setattr(build_module, "DATA_DIR", tmp_path)
     spec = DataConfig(source="synth", synth_n=24, val_fraction=0.25)
-    train_dir, val_dir = prepare_data(spec, progress=False)
+    (train_dir,), val_dir = prepare_data(spec, progress=False)
     assert train_dir.parent.parent == tmp_path / "cache"
     train_labels = {" ".join(s.tokens) for s in read_gt(train_dir)[0]}
     val_labels = {" ".join(s.tokens) for s in read_gt(val_dir)[0]}
     assert train_labels and val_labels and not train_labels & val_labels  # val formulas are new
     stamp = (train_dir / "gt.txt").stat().st_mtime_ns
-    assert prepare_data(spec, progress=False) == (train_dir, val_dir)
+    assert prepare_data(spec, progress=False) == ((train_dir,), val_dir)
     assert (train_dir / "gt.txt").stat().st_mtime_ns == stamp  # cached, not rendered again
     assert len(list((tmp_path / "cache").iterdir())) == 1  # no partial folders left
 

@@ -1,8 +1,9 @@
 """Build a profile's data sets into data/<profile>/ (notebook 00, `make data`, training notebooks).
 
 Printed: formulas from the real exam corpus when it is beside the project (else the generator), split by a
-hash of the normalised formula, rendered with mathtext fonts; the test split is typeset again by real TeX as
-the shifted test set. Handwritten: CROHME ink split by writer (else pseudo-ink from generated formulas).
+hash of the normalised formula, rendered with mathtext fonts; the training split is typeset again by real TeX
+in every TeX font but one (training sees both renderers), and the test split twice more: by TeX in all fonts
+(the shifted test set) and in the held-out font alone (a font no training image used). Handwritten: CROHME ink split by writer (else pseudo-ink from generated formulas).
 A set whose folder already holds a manifest for the same request is reused, not rendered again.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from ocrlib.data.render import render_dataset
-from ocrlib.data.render_tex import available_renderer
+from ocrlib.data.render_tex import available_fonts, available_renderer
 from ocrlib.data.sources import InkExpression, read_formula_list, read_gt, read_inkml
 from ocrlib.errors import BadInput
 from ocrlib.data.splits import split_by_writer, split_formulas
@@ -26,6 +27,9 @@ from ocrlib.data.synth import generate_formulas
 from ocrlib.paths import DATA_DIR, crohme_inkml_dir, exam_formulas_file
 from ocrlib.profiles import get_profile
 from ocrlib.tokens import Vocab
+
+
+HELD_OUT_FONT = "palatino"  # TeX font kept out of training: the tex_heldout/test set is typeset in it alone
 
 
 @dataclass
@@ -41,7 +45,8 @@ class BuiltData:
         return self.root / "tokens.txt"
 
     def describe(self) -> str:
-        return (f"printed formulas: {self.printed_source}; shifted test typeset by: {self.tex_renderer}; "
+        return (f"printed formulas: {self.printed_source}; trained on mathtext + {self.tex_renderer} renders "
+                f"(TeX font {HELD_OUT_FONT} held out); shifted tests typeset by: {self.tex_renderer}; "
                 f"handwritten: {self.handwritten_source}")
 
     def summary(self) -> pd.DataFrame:
@@ -70,14 +75,18 @@ def _try_read_inkml(path: Path) -> InkExpression | None:
         return None
 
 
-def _render_cached(items: list, out: Path, renderer: str, seed: int, workers: int, progress: bool) -> Path:
-    request = {"renderer": renderer, "seed": seed, "n": len(items), "first": str(items[0]) if items else ""}
+def _render_cached(items: list, out: Path, renderer: str, seed: int, workers: int, progress: bool,
+                   fonts: tuple[str, ...] | None = None) -> Path:
+    """Render unless `out` already holds this request; `fonts` (TeX only) restricts the document fonts."""
+    opts = {"fonts": fonts} if fonts and renderer == "tex" else {}
+    request = {"renderer": renderer, "seed": seed, "n": len(items), "first": str(items[0]) if items else "",
+               **({"fonts": list(fonts)} if opts else {})}
     stamp = out / "request.json"
     if stamp.exists() and (out / "manifest.json").exists() and json.loads(stamp.read_text()) == request:
         return out
     if out.exists():
         shutil.rmtree(out)
-    render_dataset(items, out, renderer, seed=seed, workers=workers, progress=progress)
+    render_dataset(items, out, renderer, seed=seed, workers=workers, progress=progress, **opts)
     stamp.write_text(json.dumps(request))
     return out
 
@@ -102,6 +111,14 @@ def build_datasets(profile: str = "quick", seed: int = 0, workers: int = 2, root
         print(f"note: {note} -- the shifted test set is rendered with mathtext instead", file=sys.stderr)
     built.sets["tex/test"] = _render_cached(splits["test"][: prof.tex_test], root / "printed_tex" / "test",
                                             built.tex_renderer, seed + 1, workers, progress)
+    fonts = available_fonts() if built.tex_renderer == "tex" else ()
+    train_fonts = tuple(font for font in fonts if font != HELD_OUT_FONT) or None
+    built.sets["tex/train"] = _render_cached(splits["train"][: prof.tex_train], root / "printed_tex" / "train",
+                                             built.tex_renderer, seed + 3, workers, progress, train_fonts)
+    heldout = (HELD_OUT_FONT,) if HELD_OUT_FONT in fonts else None
+    built.sets["tex_heldout/test"] = _render_cached(splits["test"][: prof.tex_test],
+                                                    root / "printed_tex_heldout" / "test", built.tex_renderer,
+                                                    seed + 4, workers, progress, heldout)
 
     # Handwritten: CROHME split by writer; pseudo-ink from generated formulas when CROHME is absent.
     inkml_dir = crohme_inkml_dir()
@@ -123,7 +140,8 @@ def build_datasets(profile: str = "quick", seed: int = 0, workers: int = 2, root
                                                             seed, workers, progress)
 
     # One vocabulary: the tokens of the training splits (val/test tokens outside it are counted as <unk>).
-    train_tokens = [s.tokens for key in ("printed/train", "handwritten/train") for s in read_gt(built.sets[key])[0]]
+    train_tokens = [s.tokens for key in ("printed/train", "tex/train", "handwritten/train")
+                    for s in read_gt(built.sets[key])[0]]
     Vocab.build(train_tokens).save(built.vocab_path)
     (root / "build.json").write_text(json.dumps(
         {"profile": profile, "seed": seed, "sets": {k: str(v) for k, v in built.sets.items()},
