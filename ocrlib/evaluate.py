@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -65,7 +66,8 @@ def evaluate(model, data, vocab, decoding: DecodingConfig | None = None, max_len
 
     The ground truth is the sample's own token list when the dataset keeps its samples (so a token
     missing from the vocabulary counts as an error, not as a matching <unk>), else the decoded target.
-    Returns Results and one row per sample (COLUMNS); frame.attrs["n_skipped"] counts unreadable samples.
+    Returns Results and one row per sample (COLUMNS); frame.attrs["n_skipped"] counts unreadable samples and
+    frame.attrs["ms_per_image"] is the decoding time per image (model calls only, not image loading).
     `progress`: a progress bar over the batches on stderr.
     """
 
@@ -74,11 +76,14 @@ def evaluate(model, data, vocab, decoding: DecodingConfig | None = None, max_len
     device = next(model.parameters()).device
     samples = {str(s.image): s for s in getattr(loader.dataset, "samples", [])}
     rows, n_skipped, options = [], 0, decode_options(decoding or DecodingConfig(), vocab)
+    decode_seconds = 0.0
     for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress, file=sys.stderr):
         n_skipped += batch["n_skipped"]
         if not batch["paths"]:
             continue
+        started = time.perf_counter()
         out = model.decode(batch["images"].to(device), max_len=max_len, widths=batch["widths"].to(device), **options)
+        decode_seconds += time.perf_counter() - started
         for path, pred_ids, target_ids in zip(batch["paths"], out.tokens.tolist(), batch["targets"].tolist()):
             sample = samples.get(str(path))
             gt = list(sample.tokens) if sample else vocab.decode(target_ids)
@@ -90,6 +95,7 @@ def evaluate(model, data, vocab, decoding: DecodingConfig | None = None, max_len
                          length_bucket(len(gt)), aspect_bucket(aspect)])
     frame = pd.DataFrame(rows, columns=COLUMNS)
     frame.attrs["n_skipped"] = n_skipped
+    frame.attrs["ms_per_image"] = round(1000 * decode_seconds / max(len(frame), 1), 2)
     return results_of(frame), frame
 
 
@@ -141,12 +147,15 @@ def cli_eval(args) -> int:
     decoding = decoding_of(args, config)
     results, frame = evaluate(model, dataset, vocab, decoding, batch_size=args.batch_size, progress=True)
     print(report_tables(Path(args.data).name, frame))
+    print(f"\ndecoding {decoding}: {frame.attrs['ms_per_image']} ms per image at batch {args.batch_size} "
+          f"({torch.get_num_threads()} threads)")
     skipped = frame.attrs["n_skipped"]
     if skipped:
         print(f"{skipped} unreadable sample(s) skipped: {dict(getattr(dataset, 'skipped', {}))}", file=sys.stderr)
     if args.out:
-        payload = {"checkpoint": str(default_checkpoint(args.checkpoint)), "data": str(args.data), "decoding": dataclasses.asdict(decoding),
-                   "limit": args.limit,
+        payload = {"checkpoint": str(default_checkpoint(args.checkpoint)), "data": str(args.data),
+                   "decoding": dataclasses.asdict(decoding), "limit": args.limit,
+                   "ms_per_image": frame.attrs["ms_per_image"], "batch_size": args.batch_size,
                    "results": {**results.as_dict(), **summary_of(frame)}, "n_skipped": skipped,
                    "breakdowns": {by: breakdown(frame, by).to_dict(orient="index") for by in BREAKDOWNS}}
         Path(args.out).write_text(json.dumps(payload, indent=2) + "\n")

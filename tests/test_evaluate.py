@@ -101,6 +101,7 @@ def test_cli_eval_prints_tables_and_writes_json(checkpoint, folder, tmp_path, ca
     distinct = len({line.split("\t")[1] for line in (folder / "gt.txt").read_text().splitlines()})
     assert payload["results"]["formulas"] == distinct == payload["breakdowns"]["length_bucket"]["all"]["formulas"]
     assert "SA_formulas" in payload["results"] and "SA_formulas" in payload["breakdowns"]["length_bucket"]["1-10"]
+    assert payload["ms_per_image"] > 0 and payload["batch_size"] == 4 and "ms per image at batch 4" in printed
 
 
 def test_cli_eval_limit_takes_the_first_samples(checkpoint, folder, tmp_path):
