@@ -9,8 +9,9 @@ STAMP := $(VENV)/.installed
 PROFILE ?= quick
 SEED ?= 0
 TEX_PACKAGES := texlive-latex-base dvipng preview-latex-style texlive-fonts-recommended
+BROWSER_PACKAGES := chromium chromium-driver
 
-.PHONY: help setup tex test test-fast reports data lab bench models clean
+.PHONY: help setup tex browser test test-fast reports data lab bench models clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -18,11 +19,11 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	$(PYTHON_SYS) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[notebooks,dev]'
+	$(PY) -m pip install -q -e '.[notebooks,dev,screens]'
 	$(VENV)/bin/nbdime config-git --enable >/dev/null
 	touch $(STAMP)
 
-setup: $(STAMP) tex ## create .venv with the pinned packages, enable nbdime for notebooks, install TeX when possible
+setup: $(STAMP) tex browser ## create .venv with the pinned packages, enable nbdime for notebooks, install TeX and Chromium when possible
 
 tex: ## install real TeX (latex + dvipng) with apt-get when available; otherwise say mathtext is used
 	@if command -v latex >/dev/null && command -v dvipng >/dev/null && kpsewhich preview.sty >/dev/null; then :; \
@@ -31,6 +32,14 @@ tex: ## install real TeX (latex + dvipng) with apt-get when available; otherwise
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(TEX_PACKAGES) >/dev/null) \
 		|| echo "warning: apt-get could not install TeX; the TeX-typeset test set falls back to mathtext"; \
 	else echo "note: real TeX is not installed and apt-get is not usable here; the TeX-typeset test set falls back to mathtext"; fi
+
+browser: ## install Chromium + chromedriver with apt-get when available (KaTeX screen captures); otherwise say the screen set is skipped
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "installing a headless browser: $(BROWSER_PACKAGES)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null) \
+		|| echo "warning: apt-get could not install Chromium; the screen-capture test set is skipped"; \
+	else echo "note: Chromium is not installed and apt-get is not usable here; the screen-capture test set is skipped"; fi
 
 test: setup ## run every test (real data from ../shared/data when present)
 	$(PY) -m pytest

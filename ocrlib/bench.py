@@ -24,8 +24,7 @@ import torch
 from ocrlib.config import load_config
 from ocrlib.data.build import printed_corpus
 from ocrlib.data.dataset import FormulaDataset, make_loader, padded_share
-from ocrlib.data.render import render_dataset
-from ocrlib.data.render_tex import available_renderer
+from ocrlib.data.render import available_renderer, render_dataset
 from ocrlib.models import model_from_config
 from ocrlib.tokens import Vocab
 from ocrlib.paths import REPORTS_DIR
@@ -52,7 +51,7 @@ def render_throughput(renderer: str, workers: int, n: int) -> dict:
     CPU time per image and what `workers` free cores would make of it (`cpu_bound_images_per_s`).
     """
     usable, note = available_renderer(renderer)
-    if usable != renderer:  # no TeX: skip, rather than time mathtext under TeX's name
+    if usable != renderer:  # no TeX or no browser: skip, rather than time mathtext under TeX's name
         return {"value": float("nan"), "unit": "images/s", "renderer": renderer, "workers": workers, "skipped": note}
     formulas, corpus = printed_corpus(n, seed=0)
     with tempfile.TemporaryDirectory(prefix="ocrlib-bench-") as tmp:
@@ -116,6 +115,7 @@ CASES: list[Case] = [
     _render_case("mathtext", 2, 2000, 400),
     _render_case("tex", 1, 2000, 400),
     _render_case("tex", 2, 4000, 800),
+    _render_case("screen", 2, 1000, 200),
     _training_case("satrn", keep_aspect=False),
     _training_case("satrn", keep_aspect=True),
 ]

@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("render", help="typeset formulas into a competition-layout data set")
     p.add_argument("--corpus", default="synth",
                    help="formula list file (one LaTeX a line), 'synth' (the generator), or an InkML folder for --renderer ink")
-    p.add_argument("--renderer", choices=("mathtext", "tex", "ink"), default="mathtext")
+    p.add_argument("--renderer", choices=("mathtext", "tex", "ink", "screen"), default="mathtext")
     p.add_argument("--out", required=True, help="output folder (images/, gt.txt, tokens.txt, manifest.json)")
     p.add_argument("--n", type=int, default=None, help="number of formulas (default: all of the corpus; 1000 for synth)")
     p.add_argument("--workers", type=int, default=2)

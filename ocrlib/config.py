@@ -55,7 +55,7 @@ class DataConfig:
     source: Literal["synth"] = "synth"  # without train/val: a small set rendered from the formula generator
     synth_n: int = 1000  # formulas generated for that set
     synth_seed: int = 0  # generator and render seed of that set
-    renderer: Literal["mathtext", "tex", "ink"] = "mathtext"  # how that set is drawn
+    renderer: Literal["mathtext", "tex", "ink", "screen"] = "mathtext"  # how that set is drawn
     val_fraction: float = 0.1  # share of its formulas (by formula hash) held out for validation
     height: int = 128  # model input height in pixels
     width: int | None = 128  # model input width; None = keep the aspect ratio (padded batches)

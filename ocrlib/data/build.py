@@ -3,7 +3,9 @@
 Printed: formulas from the real exam corpus when it is beside the project (else the generator), split by a
 hash of the normalised formula, rendered with mathtext fonts; the training split is typeset again by real TeX
 in every TeX font but one (training sees both renderers), and the test split twice more: by TeX in all fonts
-(the shifted test set) and in the held-out font alone (a font no training image used). Handwritten: CROHME ink split by writer (else pseudo-ink from generated formulas).
+(the shifted test set) and in the held-out font alone (a font no training image used), and as screen captures
+of KaTeX in a browser when Chromium is installed (skipped otherwise). Handwritten: CROHME ink split by writer (else
+pseudo-ink from generated formulas).
 A set whose folder already holds a manifest for the same request is reused, not rendered again.
 """
 from __future__ import annotations
@@ -18,8 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ocrlib.data.render import render_dataset
-from ocrlib.data.render_tex import available_fonts, available_renderer
+from ocrlib.data.render import available_renderer, render_dataset
+from ocrlib.data.render_tex import available_fonts
 from ocrlib.data.sources import InkExpression, read_formula_list, read_gt, read_inkml
 from ocrlib.errors import BadInput
 from ocrlib.data.splits import split_by_writer, split_formulas
@@ -45,9 +47,10 @@ class BuiltData:
         return self.root / "tokens.txt"
 
     def describe(self) -> str:
+        screen = "KaTeX in Chromium" if "screen/test" in self.sets else "none (Chromium is not installed)"
         return (f"printed formulas: {self.printed_source}; trained on mathtext + {self.tex_renderer} renders "
                 f"(TeX font {HELD_OUT_FONT} held out); shifted tests typeset by: {self.tex_renderer}; "
-                f"handwritten: {self.handwritten_source}")
+                f"screen captures: {screen}; handwritten: {self.handwritten_source}")
 
     def summary(self) -> pd.DataFrame:
         rows = []
@@ -119,6 +122,15 @@ def build_datasets(profile: str = "quick", seed: int = 0, workers: int = 2, root
     built.sets["tex_heldout/test"] = _render_cached(splits["test"][: prof.tex_test],
                                                     root / "printed_tex_heldout" / "test", built.tex_renderer,
                                                     seed + 4, workers, progress, heldout)
+
+    # Screen captures: KaTeX in a browser at web-page sizes, what users paste. No stand-in renderer: a screen
+    # test set that is not a screen capture would mislead, so without Chromium the set is left out.
+    screen, note = available_renderer("screen")
+    if screen is None:
+        print(f"note: {note} -- the screen/test set is skipped", file=sys.stderr)
+    else:
+        built.sets["screen/test"] = _render_cached(splits["test"][: prof.tex_test], root / "printed_screen" / "test",
+                                                   screen, seed + 5, workers, progress)
 
     # Handwritten: CROHME split by writer; pseudo-ink from generated formulas when CROHME is absent.
     inkml_dir = crohme_inkml_dir()

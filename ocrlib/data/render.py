@@ -2,9 +2,10 @@
 
 Renderers (one module each): `mathtext` (matplotlib, several fonts, always available), `tex` (real
 `latex` + `dvipng`, several document fonts), `ink` (CROHME InkML pen strokes, or pseudo-ink typeset
-from LaTeX). Rendering runs in a process pool over fixed chunks; every random choice derives from
-(seed, index), so the output does not depend on the number of workers. A formula that cannot be
-typeset is skipped and counted with its reason in manifest.json.
+from LaTeX), `screen` (KaTeX in headless Chromium: screen captures of web pages). Rendering runs in a
+process pool over fixed chunks; every random choice derives from (seed, index), so the output does not
+depend on the number of workers. A formula that cannot be typeset is skipped and counted with its reason
+in manifest.json.
 """
 from __future__ import annotations
 
@@ -24,17 +25,21 @@ import numpy as np
 from tqdm import tqdm
 
 from ocrlib.data import render_tex
-from ocrlib.data.render_tex import available_renderer, check_tex
+from ocrlib.data.render_screen import ScreenUnavailable, check_screen
+from ocrlib.data.render_tex import TexUnavailable, check_tex
 from ocrlib.data.sources import read_formula_list, read_inkml
 from ocrlib.data.splits import split_of
 from ocrlib.data.synth import generate_formulas
 from ocrlib.errors import BadInput
 from ocrlib.tokens import Vocab, join, normalize_latex
 
-RENDERERS = ("mathtext", "tex", "ink")
+RENDERERS = ("mathtext", "tex", "ink", "screen")
 _MODULES = {name: f"ocrlib.data.render_{name}" for name in RENDERERS}
-# formulas per pool task: TeX pays a latex start per chunk and font, so it wants big chunks
-CHUNK_SIZE = {"mathtext": 64, "tex": render_tex.RUN_BLOCK, "ink": 32}
+# formulas per pool task: TeX pays a latex start per chunk and font, the screen a browser start (~1 s)
+CHUNK_SIZE = {"mathtext": 64, "tex": render_tex.RUN_BLOCK, "ink": 32, "screen": 250}
+# what stands in for a renderer that is not installed: mathtext typesets TeX's formulas too; a screen
+# capture has no stand-in (a screen test set that is not a screen capture would mislead)
+STAND_INS = {"tex": "mathtext"}
 PNG_COMPRESSION = 3  # 0-9: level 3 is near the smallest files at a fraction of level 9's time
 
 Item = str | os.PathLike  # LaTeX, or an InkML file for the ink renderer
@@ -50,6 +55,28 @@ def render_one(item: Item, renderer: str = "mathtext", seed: int = 0, index: int
     if result.error:
         raise ValueError(result.error)
     return result.image
+
+
+def available_renderer(renderer: str) -> tuple[str | None, str | None]:
+    """(renderer to use, note): `renderer` and None when it is usable here; else its stand-in (None when it has
+    none) and a note that says what is missing.
+
+    Callers decide what to do with the note (print it to stderr, skip a set, or skip a benchmark rather
+    than time mathtext under TeX's name).
+    """
+    try:
+        _check(renderer)
+    except (TexUnavailable, ScreenUnavailable) as err:
+        return STAND_INS.get(renderer), str(err)
+    return renderer, None
+
+
+def _check(renderer: str) -> None:
+    """Raise TexUnavailable / ScreenUnavailable with an install hint when `renderer` cannot run here."""
+    if renderer == "tex":
+        check_tex()
+    elif renderer == "screen":
+        check_screen()  # also downloads KaTeX once, here rather than in every worker
 
 
 def _module(renderer: str):
@@ -91,13 +118,12 @@ def render_dataset(formulas: Sequence[Item], out_dir: str | Path, renderer: str,
 
     `n` keeps a seeded sample of n formulas; `opts` go to the renderer's render_batch (e.g. fonts=...).
     Returns the manifest (also written to out_dir/manifest.json). Raises TexUnavailable for 'tex'
-    without `latex`/`dvipng`.
+    without `latex`/`dvipng`, ScreenUnavailable for 'screen' without Chromium, its driver, selenium or KaTeX.
     """
     _module(renderer)  # fail early on an unknown name
     if renderer != "ink" and any(isinstance(item, os.PathLike) for item in formulas):
         raise ValueError(f"renderer {renderer!r} typesets LaTeX strings; InkML files need renderer 'ink'")
-    if renderer == "tex":
-        check_tex()
+    _check(renderer)
     started = time.perf_counter()
     out_dir = Path(out_dir)
     images_dir = out_dir / "images"
@@ -173,7 +199,7 @@ def _corpus(args, renderer: str) -> list[Item]:
         # pseudo-ink is typeset by mathtext too: ask the generator for what mathtext can typeset
         n, formulas = args.n or 1000, []
         for extra_seed in range(100):  # a split keeps a fraction of each round: generate until there are n
-            batch = generate_formulas(n, args.seed + extra_seed, mathtext_safe=renderer != "tex")
+            batch = generate_formulas(n, args.seed + extra_seed, mathtext_safe=renderer in ("mathtext", "ink"))
             formulas += [f for f in batch if keep(f)]
             if len(formulas) >= n:
                 break
@@ -193,8 +219,11 @@ def _inkml_truth(path: Path) -> str | None:
 def cli_render(args) -> int:
     """`python -m ocrlib render`: --corpus, --renderer, --out, --n, --workers, --seed, --split."""
     renderer, note = available_renderer(args.renderer)
+    if renderer is None:
+        print(f"error: {note}", file=sys.stderr)
+        return 1
     if note:
-        print(f"note: {note} -- rendering with mathtext instead", file=sys.stderr)
+        print(f"note: {note} -- rendering with {renderer} instead", file=sys.stderr)
     items = _corpus(args, renderer)
     if not items:
         raise BadInput(args.corpus, f"no formulas{' in split ' + args.split if args.split else ''}")

@@ -69,21 +69,6 @@ def check_tex() -> None:
         raise TexUnavailable(f"renderer 'tex' needs {' and '.join(missing)}: {INSTALL_HINT}")
 
 
-def available_renderer(renderer: str) -> tuple[str, str | None]:
-    """(renderer to use, note): 'tex' becomes 'mathtext' when TeX is missing, and the note says why.
-
-    The note is None when `renderer` is usable as asked. Callers decide what to do with it (print it to
-    stderr, or skip a TeX benchmark rather than time mathtext under TeX's name).
-    """
-    if renderer != "tex":
-        return renderer, None
-    try:
-        check_tex()
-    except TexUnavailable as err:
-        return "mathtext", str(err)
-    return "tex", None
-
-
 @functools.cache
 def available_fonts() -> tuple[str, ...]:
     """The FONTS whose package is installed (kpsewhich finds its .sty)."""
