@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ocrlib.checkpoints import load_checkpoint
 from ocrlib.config import DecodingConfig, RunConfig
-from ocrlib.data.dataset import FormulaDataset, load_gray, make_loader
+from ocrlib.data.dataset import FormulaDataset, load_gray, make_loader, pad_images
 from ocrlib.data.sources import Sample, read_gt
 from ocrlib.decoding import BracketConstraint
 from ocrlib.errors import BadInput
@@ -223,7 +223,8 @@ def cli_predict(args) -> int:
         except BadInput as err:
             print(f"error: {err}", file=sys.stderr)
             continue
-        out = model.decode(image.unsqueeze(0).to(device), **options)  # tokens (1, L)
+        batch = pad_images([image], dataset.width_multiple)  # as evaluation batches it: width a multiple of 16
+        out = model.decode(batch.to(device), widths=torch.tensor([image.shape[-1]], device=device), **options)
         print(prediction_line(path, vocab.decode(out.tokens[0].tolist()), fmt), flush=True)
         n_ok += 1
     return 0 if n_ok == len(files) else (1 if n_ok else 2)

@@ -232,6 +232,17 @@ class FormulaDataset(Dataset):
             raise BadInput(self.root or "<samples>", f"no usable image among {len(self)} samples: {dict(self.skipped)}")
 
 
+def pad_images(images: Sequence[torch.Tensor], width_multiple: int = WIDTH_MULTIPLE) -> torch.Tensor:
+    """(C, H, W) images -> (B, C, H, W) zero-padded right/bottom to the largest, width rounded up to `width_multiple`
+    (the backbones' stride, so an image alone and in a batch meet the same feature grid)."""
+    height = max(image.shape[1] for image in images)
+    width = math.ceil(max(image.shape[2] for image in images) / width_multiple) * width_multiple
+    batch = torch.zeros(len(images), images[0].shape[0], height, width)  # zero = background
+    for row, image in enumerate(images):
+        batch[row, :, :image.shape[1], :image.shape[2]] = image
+    return batch
+
+
 def collate(batch: Sequence[dict[str, Any] | None], pad_id: int,
             width_multiple: int = WIDTH_MULTIPLE) -> dict[str, Any]:
     """Items -> dict(images (B, C, H, W) zero-padded right/bottom to the batch's max size (width rounded up to
@@ -243,15 +254,10 @@ def collate(batch: Sequence[dict[str, Any] | None], pad_id: int,
         empty = torch.zeros(0, dtype=torch.long)
         return {"images": torch.zeros(0, 1, 0, 0), "targets": empty.view(0, 0), "lengths": empty,
                 "widths": empty, "paths": [], "sources": [], "n_skipped": n_skipped}
-    channels = items[0]["image"].shape[0]
-    height = max(item["image"].shape[1] for item in items)
-    width = math.ceil(max(item["image"].shape[2] for item in items) / width_multiple) * width_multiple
-    images = torch.zeros(len(items), channels, height, width)  # (B, C, H, W), zero = background
+    images = pad_images([item["image"] for item in items], width_multiple)  # (B, C, H, W)
     lengths = torch.tensor([len(item["target"]) for item in items], dtype=torch.long)
     targets = torch.full((len(items), int(lengths.max())), pad_id, dtype=torch.long)  # (B, T)
     for row, item in enumerate(items):
-        _, h, w = item["image"].shape
-        images[row, :, :h, :w] = item["image"]
         targets[row, : len(item["target"])] = torch.tensor(item["target"], dtype=torch.long)
     return {"images": images, "targets": targets, "lengths": lengths,
             "widths": torch.tensor([item["width"] for item in items], dtype=torch.long),
