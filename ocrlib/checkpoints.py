@@ -18,6 +18,7 @@ import torch
 from ocrlib.config import RunConfig
 from ocrlib.errors import BadInput
 from ocrlib.models import model_from_config
+from ocrlib.pretrained import MAX_BYTES, WEIGHTS
 from ocrlib.tokens import Vocab
 
 FORMAT = 2
@@ -84,8 +85,6 @@ def export_weights(checkpoint: str | Path, out: str | Path, dtype: torch.dtype =
 
 def cli_export(args) -> int:
     """`ocrlib export --checkpoint runs/x/best.pt [--out ocrlib/pretrained/model.pt]`: fp16 weights for shipping."""
-    from ocrlib.pretrained import MAX_BYTES, WEIGHTS
-
     info = export_weights(args.checkpoint, args.out or WEIGHTS)
     print(f"{info['path']}: {info['parameters']:,} parameters, {info['bytes'] / 2**20:.1f} MiB (fp16), "
           f"step {info['step']}")

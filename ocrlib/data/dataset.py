@@ -102,11 +102,21 @@ def load_gray(path: str | Path, max_pixels: int = MAX_PIXELS, min_side: int = MI
     return gray
 
 
+def keep_aspect_width(w: int, h: int, height: int, max_width: int = MAX_WIDTH) -> int:
+    """The width a w x h image gets when resized to `height` with its aspect ratio, capped at max_width."""
+    return min(max_width, max(1, round(w * height / h)))
+
+
+def padded_width(width: int, multiple: int = WIDTH_MULTIPLE) -> int:
+    """`width` rounded up to a multiple of the backbones' largest stride, as batches are padded."""
+    return math.ceil(width / multiple) * multiple
+
+
 def resize(gray: np.ndarray, height: int, width: int | None = None, max_width: int = MAX_WIDTH) -> np.ndarray:
     """To (height, width), or keep-aspect when width is None: height fixed, width scaled, capped at max_width."""
     h, w = gray.shape
     if width is None:
-        width = min(max_width, max(1, round(w * height / h)))
+        width = keep_aspect_width(w, h, height, max_width)
     shrink = width < w and height < h
     return cv2.resize(gray, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
@@ -206,7 +216,7 @@ class FormulaDataset(Dataset):
                 continue
             if self.vertical_fix and w / h < VERTICAL_RATIO:
                 w, h = h, w
-            keys.append(min(self.max_width, max(1, round(w * self.height / h))))
+            keys.append(keep_aspect_width(w, h, self.height, self.max_width))
         return keys
 
     def _sample_seed(self, index: int) -> int:
@@ -236,7 +246,7 @@ def pad_images(images: Sequence[torch.Tensor], width_multiple: int = WIDTH_MULTI
     """(C, H, W) images -> (B, C, H, W) zero-padded right/bottom to the largest, width rounded up to `width_multiple`
     (the backbones' stride, so an image alone and in a batch meet the same feature grid)."""
     height = max(image.shape[1] for image in images)
-    width = math.ceil(max(image.shape[2] for image in images) / width_multiple) * width_multiple
+    width = padded_width(max(image.shape[2] for image in images), width_multiple)
     batch = torch.zeros(len(images), images[0].shape[0], height, width)  # zero = background
     for row, image in enumerate(images):
         batch[row, :, :image.shape[1], :image.shape[2]] = image
@@ -335,7 +345,7 @@ def padded_share(widths: Sequence[int], batches: Sequence[Sequence[int]], multip
     widths = np.asarray(widths)
     padded = image = 0
     for batch in batches:
-        batch_width = math.ceil(widths[batch].max() / multiple) * multiple
+        batch_width = padded_width(int(widths[batch].max()), multiple)
         padded += batch_width * len(batch)
         image += int(widths[batch].sum())
     return 1 - image / padded if padded else 0.0
