@@ -61,7 +61,7 @@ class DataConfig:
     width: int | None = 128  # model input width; None = keep the aspect ratio (padded batches)
     max_width: int = 1024  # keep-aspect cap: wider images are squeezed to this width
     augment: Literal["none", "light", "competition", "heavy"] = "none"  # ocrlib.data.augment preset
-    vertical_fix: bool = True  # rotate images with width/height < 0.75 by 90 degrees (the team's fix)
+    vertical_fix: bool = False  # rotate width/height < 0.75 by 90° (sideways photos); off by validation (docs/results.md)
     channels: int = 1  # image channels handed to the model (grayscale repeated)
 
 

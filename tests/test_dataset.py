@@ -199,9 +199,9 @@ def test_keep_aspect_fixed_size_channels_and_vertical_fix(tmp_path, vocab):
     tall = save_png(tmp_path / "tall.png", formula_array(100, 40))
     samples = [Sample(p, TOKENS) for p in (wide, very_wide, tall)]
 
-    keep = FormulaDataset(samples, vocab, height=64, width=None, max_width=800)
+    keep = FormulaDataset(samples, vocab, height=64, width=None, max_width=800, vertical_fix=True)
     assert [keep[i]["image"].shape for i in range(3)] == [(1, 64, 200), (1, 64, 800), (1, 64, 160)]
-    upright = FormulaDataset(samples, vocab, height=64, width=None, vertical_fix=False)
+    upright = FormulaDataset(samples, vocab, height=64, width=None)  # the default: no vertical fix
     assert upright[2]["image"].shape == (1, 64, 26)  # round(40 * 64 / 100)
 
     fixed = FormulaDataset(samples, vocab, height=48, width=160, channels=3)
@@ -255,7 +255,7 @@ def test_keep_aspect_batches_are_bucketed_by_resized_width(tmp_path, vocab):
     paths = [save_png(tmp_path / f"{i}.png", formula_array(32, w, seed=i)) for i, w in enumerate(widths)]
     tall = save_png(tmp_path / "tall.png", formula_array(100, 40))
     samples = [Sample(p, TOKENS) for p in paths + [tall]]
-    keep = FormulaDataset(samples, vocab, height=32, width=None, max_width=305)
+    keep = FormulaDataset(samples, vocab, height=32, width=None, max_width=305, vertical_fix=True)
     assert keep.bucket_keys == [40, 300, 90, 305, 45, 95, 80]  # capped at max_width; tall: 100 x 40 -> 80 x 32
     assert keep.bucket_keys == [keep[i]["width"] for i in range(7)]  # the header agrees with the loaded image
     batches = make_loader(keep, 2, seed=0, shuffle=False).batch_sampler.batches(0)
