@@ -23,6 +23,9 @@ class DecodeResult:
     tokens: torch.Tensor  # (B, L) long: ids, eos, then pad
     scores: torch.Tensor  # (B,) float: sum of log-probs of the emitted tokens (eos included)
     attention: torch.Tensor | None  # (B, L, h, w) attention per emitted token, or None
+    token_log_probs: torch.Tensor  # (B, L) float: log-prob of each emitted token (eos included; 0 after eos)
+    beams: torch.Tensor | None = None  # (B, K, L) every final hypothesis of a beam search, best first
+    beam_scores: torch.Tensor | None = None  # (B, K) their ranking scores (sum log p / length ** penalty)
 
 
 def reorder(state, index: torch.Tensor):
@@ -136,7 +139,7 @@ def greedy(model, images: torch.Tensor, max_len: int, constraint: BracketConstra
     state = model.init_state(images, widths)
     prev = torch.full((B,), model.sos_id, dtype=torch.long, device=device)
     tokens = torch.full((B, max_len), model.pad_id, dtype=torch.long, device=device)
-    scores = torch.zeros(B, device=device)
+    token_log_probs = torch.zeros(B, max_len, device=device)
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     cstate = constraint.start(B, max_len, device) if constraint else None
     attention = []
@@ -147,7 +150,7 @@ def greedy(model, images: torch.Tensor, max_len: int, constraint: BracketConstra
             log_probs = log_probs.masked_fill(~constraint.allowed(cstate, t, max_len), NEG_INF)
         tok = log_probs.argmax(-1)  # (B,)
         gained = log_probs.gather(1, tok[:, None]).squeeze(1)
-        scores += torch.where(finished, torch.zeros_like(gained), gained)
+        token_log_probs[:, t] = torch.where(finished, torch.zeros_like(gained), gained)
         tok = torch.where(finished, torch.full_like(tok, model.pad_id), tok)
         tokens[:, t] = tok
         attention.append(state.get("attn"))
@@ -161,7 +164,7 @@ def greedy(model, images: torch.Tensor, max_len: int, constraint: BracketConstra
     maps = _attention_maps(attention, state.get("hw"))
     if maps is not None:
         maps = maps * (tokens[:, :L] != model.pad_id)[:, :, None, None]  # no map after eos
-    return DecodeResult(tokens[:, :L], scores, maps)
+    return DecodeResult(tokens[:, :L], token_log_probs[:, :L].sum(1), maps, token_log_probs[:, :L])
 
 
 @torch.no_grad()
@@ -181,6 +184,7 @@ def beam_search(model, images: torch.Tensor, max_len: int, beam: int, constraint
     lengths = torch.zeros(B, K, device=device)
     finished = torch.zeros(B, K, dtype=torch.bool, device=device)
     tokens = torch.empty(N, 0, dtype=torch.long, device=device)
+    token_log_probs = torch.empty(N, 0, device=device)
     attention = None  # (N, t, S) history, reordered with the beams
     prev = torch.full((N,), model.sos_id, dtype=torch.long, device=device)
     cstate = constraint.start(N, max_len, device) if constraint else None
@@ -202,10 +206,12 @@ def beam_search(model, images: torch.Tensor, max_len: int, beam: int, constraint
         src_beam, tok = idx // V, idx % V  # (B, K)
         src = (offsets + src_beam).view(N)  # rows of the (N, ...) state to keep
         scores = total.view(B, K * V).gather(1, idx)
+        gained = log_probs.view(B, K * V).gather(1, idx).view(N, 1)  # 0 for the pad after eos
         lengths = new_len.view(B, K).gather(1, src_beam)
         finished = finished.gather(1, src_beam) | (tok == model.eos_id)
         tok = tok.view(N)
         tokens = torch.cat([tokens.index_select(0, src), tok[:, None]], dim=1)  # (N, t+1)
+        token_log_probs = torch.cat([token_log_probs.index_select(0, src), gained], dim=1)
         state = model.reorder_state(state, src)
         if state.get("attn") is not None:
             step_attn = state["attn"][:, None]  # (N, 1, S), already reordered with the state
@@ -216,9 +222,12 @@ def beam_search(model, images: torch.Tensor, max_len: int, beam: int, constraint
         if finished.all():
             break
     final = scores / lengths.clamp(min=1.0) ** length_penalty  # (B, K)
-    best = offsets.squeeze(1) + final.argmax(1)  # (B,) rows of the best hypotheses
+    final, order = final.sort(dim=1, descending=True)
+    ranked = (offsets + order).view(N)  # rows of every hypothesis, best first per image
+    best = ranked.view(B, K)[:, 0]  # (B,) rows of the best hypotheses
     maps = None
     if attention is not None and state.get("hw") is not None:
         maps = attention.index_select(0, best).view(B, attention.size(1), *state["hw"])  # (B, L, h, w)
         maps = maps * (tokens.index_select(0, best) != model.pad_id)[:, :, None, None]
-    return DecodeResult(tokens.index_select(0, best), scores.view(N).index_select(0, best), maps)
+    return DecodeResult(tokens.index_select(0, best), scores.view(N).index_select(0, best), maps,
+                        token_log_probs.index_select(0, best), tokens.index_select(0, ranked).view(B, K, -1), final)

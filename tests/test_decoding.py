@@ -224,3 +224,38 @@ def test_constraint_on_random_recognisers(name):
             out = model.decode(random_images(4, seed), beam=beam, constraints=constraint)
             for row in out.tokens.tolist():
                 assert 2 in row and is_balanced([TOKENS[i] for i in until_eos(row)[:-1]])
+
+
+def table_log_probs(model: TableModel, image: int, row: list[int]) -> list[float]:
+    """Log-prob of each token of `row` up to eos, read from the fake model's table; 0 for the pad after it."""
+    out, prev = [], model.sos_id
+    for t, tok in enumerate(row):
+        out.append(0.0 if tok == model.pad_id else model.table[image, t, prev, tok].item())
+        prev = tok
+    return out
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_each_emitted_token_carries_its_own_log_prob(beam):
+    model = TableModel(n_images=4, steps=6, vocab=7, seed=8)
+    result = (greedy(model, torch.zeros(4, 1), 6) if beam == 1
+              else beam_search(model, torch.zeros(4, 1), 6, beam=beam))
+    assert result.token_log_probs.shape == result.tokens.shape
+    for image in range(4):
+        row = result.tokens[image].tolist()
+        assert result.token_log_probs[image].tolist() == pytest.approx(table_log_probs(model, image, row), abs=1e-5)
+    assert torch.allclose(result.token_log_probs.sum(1), result.scores, atol=1e-5)
+
+
+def test_beam_search_returns_every_hypothesis_ranked_best_first():
+    model = TableModel(n_images=3, steps=5, vocab=6, seed=9)
+    K, penalty = 4, 1.0
+    result = beam_search(model, torch.zeros(3, 1), 5, beam=K, length_penalty=penalty)
+    assert result.beams.shape[:2] == (3, K) and result.beam_scores.shape == (3, K)
+    assert torch.equal(result.beams[:, 0], result.tokens)
+    assert (result.beam_scores[:, :-1] >= result.beam_scores[:, 1:]).all()
+    for image in range(3):
+        hypotheses = [until_eos(row) for row in result.beams[image].tolist()]
+        assert len({tuple(h) for h in hypotheses}) == K  # K different readings, not one repeated
+        for hypothesis, rank in zip(hypotheses, result.beam_scores[image].tolist()):
+            assert sum(table_log_probs(model, image, hypothesis)) / len(hypothesis) ** penalty == pytest.approx(rank)
