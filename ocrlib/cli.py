@@ -21,7 +21,7 @@ COMMANDS = {
     "render": ("ocrlib.data.render", "cli_render"),
     "train": ("ocrlib.train", "cli_train"),
     "eval": ("ocrlib.evaluate", "cli_eval"),
-    "predict": ("ocrlib.evaluate", "cli_predict"),
+    "predict": ("ocrlib.reader", "cli_predict"),
     "export": ("ocrlib.checkpoints", "cli_export"),
     "models": ("ocrlib.models.catalog", "cli_models"),
     "bench": ("ocrlib.bench", "cli_bench"),

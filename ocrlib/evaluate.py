@@ -1,4 +1,4 @@
-"""Evaluate a recogniser on a data set, and the `eval` / `predict` commands.
+"""Evaluate a recogniser on a data set, and the `eval` command (`predict` is in ocrlib.reader).
 
 `evaluate` returns aggregate `Results` (ocrlib.metrics) and a per-sample DataFrame that the notebooks
 slice for breakdowns and error analysis. Checkpoints are read by ocrlib.checkpoints (weights_only=True).
@@ -22,16 +22,14 @@ from tqdm.auto import tqdm
 
 from ocrlib.checkpoints import load_checkpoint
 from ocrlib.config import DecodingConfig, RunConfig
-from ocrlib.data.dataset import FormulaDataset, load_gray, make_loader, pad_images
-from ocrlib.data.sources import Sample, read_gt
+from ocrlib.data.dataset import FormulaDataset, make_loader
+from ocrlib.data.sources import read_gt
 from ocrlib.decoding import BracketConstraint
 from ocrlib.errors import BadInput
 from ocrlib.metrics import (Results, aspect_bucket, breakdown, edit_distance, length_bucket, markdown_table,
                             results_of, summary_frame, summary_of, token_wer)
 from ocrlib.pretrained import default_checkpoint
-from ocrlib.tokens import join
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 COLUMNS = ["path", "gt", "pred", "correct", "edit_distance", "wer", "length", "source", "renderer", "aspect",
            "length_bucket", "aspect_bucket"]
 BREAKDOWNS = ("length_bucket", "source", "renderer", "aspect_bucket")
@@ -160,71 +158,3 @@ def cli_eval(args) -> int:
                    "breakdowns": {by: breakdown(frame, by).to_dict(orient="index") for by in BREAKDOWNS}}
         Path(args.out).write_text(json.dumps(payload, indent=2) + "\n")
     return 0
-
-
-def image_files(inputs: list[str]) -> list[Path]:
-    """Image files named directly, plus every image under named folders (sorted)."""
-    files = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            files += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            files.append(item)
-    return files
-
-
-PREDICT_FORMATS = ("tsv", "jsonl")
-
-
-def tsv_problem(path: Path) -> str | None:
-    """Why `path` cannot be written as the first column of a tsv line (None when it can)."""
-    text = str(path)
-    if any(c in text for c in "\t\n\r"):
-        return "its name holds a tab or line break, which tsv cannot hold; use --format jsonl"
-    try:  # as print would write it: a name with undecodable bytes, or outside a non-UTF-8 stdout's charset
-        text.encode(getattr(sys.stdout, "encoding", None) or "utf-8", getattr(sys.stdout, "errors", None) or "strict")
-    except (UnicodeEncodeError, LookupError):
-        return f"its name cannot be written in {sys.stdout.encoding}; use --format jsonl"
-    return None
-
-
-def prediction_line(path: Path, tokens: list[str], fmt: str = "tsv") -> str:
-    """One output line of `predict`: `path<TAB>latex` (tsv) or {"path", "latex", "tokens"} as JSON (jsonl)."""
-    if fmt == "jsonl":
-        return json.dumps({"path": str(path), "latex": join(tokens), "tokens": list(tokens)})
-    return f"{path}\t{join(tokens)}"
-
-
-def cli_predict(args) -> int:
-    """Print `image<TAB>latex` (--format tsv) or one JSON object (--format jsonl) per image; an unusable image
-    (or a file name tsv cannot hold) gets one line on stderr and the rest go on.
-
-    Exit status: 0 all recognised, 1 some failed, 2 none recognised.
-    """
-    fmt = getattr(args, "format", "tsv")
-    if fmt not in PREDICT_FORMATS:
-        raise BadInput(fmt, f"unknown output format (one of {', '.join(PREDICT_FORMATS)})")
-    device = select_device()
-    model, vocab, config = load_checkpoint(default_checkpoint(args.checkpoint), device)
-    files = image_files(args.inputs)
-    if not files:
-        print("error: no image files in the inputs", file=sys.stderr)
-        return 2
-    # the images as an unlabelled data set: the same preprocessing as in training (vertical fix, resize)
-    dataset = dataset_for([Sample(path, []) for path in files], vocab, config)
-    options, n_ok = decode_options(decoding_of(args, config), vocab), 0
-    for path in files:
-        problem = tsv_problem(path) if fmt == "tsv" else None
-        if problem:  # the name, escaped, keeps the error on one line
-            print(f"error: {json.dumps(str(path))}: {problem}", file=sys.stderr)
-            continue
-        try:
-            image = dataset.preprocess(load_gray(path))  # (C, H, W)
-        except BadInput as err:
-            print(f"error: {err}", file=sys.stderr)
-            continue
-        batch = pad_images([image], dataset.width_multiple)  # as evaluation batches it: width a multiple of 16
-        out = model.decode(batch.to(device), widths=torch.tensor([image.shape[-1]], device=device), **options)
-        print(prediction_line(path, vocab.decode(out.tokens[0].tolist()), fmt), flush=True)
-        n_ok += 1
-    return 0 if n_ok == len(files) else (1 if n_ok else 2)

@@ -13,7 +13,8 @@ from ocrlib.config import DecodingConfig, load_config
 from ocrlib.data.dataset import FormulaDataset
 from ocrlib.decoding import BracketConstraint, DecodeResult
 from ocrlib.errors import BadInput
-from ocrlib.evaluate import cli_eval, cli_predict, decoding_with, evaluate
+from ocrlib.evaluate import cli_eval, decoding_with, evaluate
+from ocrlib.reader import cli_predict
 from ocrlib.tokens import Vocab
 
 from helpers import save_tiny_checkpoint, write_dataset
@@ -45,7 +46,8 @@ class LookupModel(nn.Module):
         rows = [self.answers[image.numpy().tobytes()] for image in images]
         width = max(map(len, rows))
         tokens = torch.tensor([row + [0] * (width - len(row)) for row in rows])
-        return DecodeResult(tokens=tokens, scores=torch.zeros(len(rows)), attention=None)
+        return DecodeResult(tokens=tokens, scores=torch.zeros(len(rows)), attention=None,
+                            token_log_probs=torch.zeros(tokens.shape))
 
 
 def test_evaluate_counts_against_known_answers(folder, vocab):
@@ -125,7 +127,12 @@ def test_cli_predict_jsonl_lines_parse(checkpoint, folder, capsys):
     assert cli_predict(predict_args(checkpoint, good, "jsonl")) == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["path"] for r in records] == [str(p) for p in good]
-    assert all(set(r) == {"path", "latex", "tokens"} and r["latex"] == join(r["tokens"]) for r in records)
+    assert all(set(r) == {"path", "latex", "tokens", "confidence", "score", "complete",
+                                "alternatives"} for r in records)
+    for r in records:
+        assert r["latex"] == join(r["tokens"]) and r["alternatives"] == []  # --beam 1: no other hypotheses
+        assert len(r["confidence"]) == len(r["tokens"]) + r["complete"]  # the eos's own, when it ended
+        assert all(0 < p <= 1 for p in r["confidence"])
 
 
 def test_a_file_name_with_a_tab_is_refused_in_tsv_and_fine_in_jsonl(checkpoint, folder, tmp_path, capsys):

@@ -12,6 +12,7 @@ Batching by length follows pix2tex's `Im2LatexDataset` (lukas-blecher/LaTeX-OCR)
 """
 from __future__ import annotations
 
+import io
 import logging
 import math
 import random
@@ -75,30 +76,42 @@ def load_gray(path: str | Path, max_pixels: int = MAX_PIXELS, min_side: int = MI
         raise BadImage(path, "missing file")
     if path.stat().st_size == 0:
         raise BadImage(path, "empty file")
+    return _decode_gray(path, path, max_pixels, min_side)
+
+
+def gray_from_bytes(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS,
+                    min_side: int = MIN_SIDE) -> np.ndarray:
+    """`load_gray` for an image held in memory (an upload); `name` is what errors call it."""
+    if not data:
+        raise BadImage(name, "empty file")
+    return _decode_gray(io.BytesIO(data), name, max_pixels, min_side)
+
+
+def _decode_gray(source, name: str | Path, max_pixels: int, min_side: int) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(source)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise BadImage(path, "too many pixels", str(err)) from None
+        raise BadImage(name, "too many pixels", str(err)) from None
     except UnidentifiedImageError:
-        raise BadImage(path, "not an image") from None
+        raise BadImage(name, "not an image") from None
     except OSError as err:  # e.g. no permission to read
-        raise BadImage(path, "unreadable file", str(err)) from None
+        raise BadImage(name, "unreadable file", str(err)) from None
     with image:
         width, height = image.size
         if width * height > max_pixels:
-            raise BadImage(path, "too many pixels", f"{width}x{height} > {max_pixels}")
+            raise BadImage(name, "too many pixels", f"{width}x{height} > {max_pixels}")
         if min(width, height) < min_side:
-            raise BadImage(path, "too small", f"{width}x{height}")
+            raise BadImage(name, "too small", f"{width}x{height}")
         try:
             image.load()
             gray = _to_gray(ImageOps.exif_transpose(image))
         except Exception as err:  # PIL decoders raise OSError, SyntaxError, ValueError, EOFError, zlib.error...
             reason = "truncated image" if "truncated" in str(err).lower() else "corrupt image"
-            raise BadImage(path, reason, f"{type(err).__name__}: {err}") from None
+            raise BadImage(name, reason, f"{type(err).__name__}: {err}") from None
     if gray.min() == gray.max():
-        raise BadImage(path, "blank image")
+        raise BadImage(name, "blank image")
     return gray
 
 
@@ -125,6 +138,26 @@ def to_tensor(gray: np.ndarray, channels: int = 1) -> torch.Tensor:
     """uint8 (H, W) black-on-white -> float (C, H, W) in [0, 1] with bright ink, so zero padding is background."""
     ink = torch.from_numpy(1.0 - gray.astype(np.float32) / 255.0)  # (H, W)
     return ink.unsqueeze(0).repeat(channels, 1, 1)  # (C, H, W)
+
+
+def prepare_image(gray: np.ndarray, height: int, width: int | None, max_width: int = MAX_WIDTH, channels: int = 1,
+                  vertical_fix: bool = False, augment: Callable[[np.ndarray], np.ndarray] | None = None) -> torch.Tensor:
+    """uint8 (H, W) black-on-white -> the model's (C, H, W): vertical fix, augmentation, resize, ink-bright."""
+    if vertical_fix:
+        gray = rotate_if_vertical(gray)
+    if augment is not None:
+        gray = augment(gray)
+    return to_tensor(resize(gray, height, width, max_width), channels)
+
+
+def model_input(gray: np.ndarray, config: DataConfig) -> torch.Tensor:
+    """An image as a model trained with `config` sees it at inference (no augmentation)."""
+    return prepare_image(gray, config.height, config.width, config.max_width, config.channels, config.vertical_fix)
+
+
+def width_multiple_of(config: DataConfig) -> int:
+    """What keep-aspect batches are padded to (fixed-size images need no rounding)."""
+    return WIDTH_MULTIPLE if config.width is None else 1
 
 
 class FormulaDataset(Dataset):
@@ -192,13 +225,10 @@ class FormulaDataset(Dataset):
 
     def preprocess(self, gray: np.ndarray, index: int | None = None) -> torch.Tensor:
         """uint8 (H, W) -> (C, H, W): vertical fix, augmentation (seeded by index and epoch), resize, ink-bright."""
-        if self.vertical_fix:
-            gray = rotate_if_vertical(gray)
-        if isinstance(self.augment, Augmenter):
-            gray = self.augment(gray, seed=None if index is None else self._sample_seed(index))
-        elif self.augment is not None:
-            gray = self.augment(gray)
-        return to_tensor(resize(gray, self.height, self.width, self.max_width), self.channels)
+        augment = self.augment
+        if isinstance(augment, Augmenter):
+            augment = partial(augment, seed=None if index is None else self._sample_seed(index))
+        return prepare_image(gray, self.height, self.width, self.max_width, self.channels, self.vertical_fix, augment)
 
     @cached_property
     def bucket_keys(self) -> list[int]:
