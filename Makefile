@@ -11,7 +11,7 @@ SEED ?= 0
 TEX_PACKAGES := texlive-latex-base dvipng preview-latex-style texlive-fonts-recommended
 BROWSER_PACKAGES := chromium chromium-driver
 
-.PHONY: help setup tex browser test test-fast reports data lab bench models clean
+.PHONY: help setup tex browser test test-fast reports data lab bench models serve clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -19,7 +19,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	$(PYTHON_SYS) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[notebooks,dev,screens]'
+	$(PY) -m pip install -q -e '.[notebooks,dev,screens,serve]'
 	$(VENV)/bin/nbdime config-git --enable >/dev/null
 	touch $(STAMP)
 
@@ -52,6 +52,9 @@ reports: setup ## run every numbered notebook with papermill into reports/ (PROF
 
 data: setup ## build the data sets of a profile into data/ (PROFILE=smoke|quick|full)
 	$(PY) -c "from ocrlib.data.build import build_datasets; build_datasets('$(PROFILE)', seed=$(SEED))"
+
+serve: setup ## the HTTP API (POST /predict) and the paste-a-screenshot page on http://127.0.0.1:8000/
+	$(PY) -m ocrlib serve
 
 bench: setup ## benchmarks: reports/bench.json and reports/bench.md
 	$(PY) -m ocrlib bench

@@ -1,4 +1,4 @@
-"""The command line: `ocrlib render|train|eval|predict|models|bench|report` (or `python -m ocrlib ...`).
+"""The command line: `ocrlib render|train|eval|predict|serve|export|models|bench|report` (or `python -m ocrlib ...`).
 
 This module only parses arguments; each command lives in the module that does the work
 (imported lazily so `--help` stays fast). Bad input ends with a one-line error and exit status 2.
@@ -22,6 +22,7 @@ COMMANDS = {
     "train": ("ocrlib.train", "cli_train"),
     "eval": ("ocrlib.evaluate", "cli_eval"),
     "predict": ("ocrlib.reader", "cli_predict"),
+    "serve": ("ocrlib.serve", "cli_serve"),
     "export": ("ocrlib.checkpoints", "cli_export"),
     "models": ("ocrlib.models.catalog", "cli_models"),
     "bench": ("ocrlib.bench", "cli_bench"),
@@ -98,7 +99,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_decoding_flags(p)
     p.add_argument("--format", choices=("tsv", "jsonl"), default="tsv",
                    help="tsv: path<TAB>latex a line (refuses paths with a tab or newline); "
-                        'jsonl: {"path", "latex", "tokens"} a line')
+                        'jsonl: {"path", "latex", "tokens", "confidence", "score", "complete", "alternatives"} a line')
+
+    p = sub.add_parser("serve", help="an HTTP API (POST /predict) and a paste-a-screenshot page (needs '.[serve]')")
+    p.add_argument("--checkpoint", default=None, help="default: the shipped pretrained model")
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--beam", type=int, default=None, help="beam width (default: the checkpoint's decoding.beam)")
+    p.add_argument("--workers", type=int, default=1, help="server processes (each loads the model)")
+    p.add_argument("--token", default=None, help="require `Authorization: Bearer TOKEN` (or set OCRLIB_SERVE_TOKEN)")
+    p.add_argument("--max-batch", type=int, default=16, help="most images decoded together")
+    p.add_argument("--window-ms", type=float, default=10.0, help="how long a request waits for others to batch with")
+    p.add_argument("--queue-size", type=int, default=64, help="waiting images beyond this get 503")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds before a waiting request gets 504")
+    p.add_argument("--max-upload-mb", type=float, default=10.0, help="larger uploads get 413")
 
     p = sub.add_parser("export", help="a checkpoint's weights in fp16, for shipping (ocrlib/pretrained/model.pt)")
     p.add_argument("--checkpoint", required=True)

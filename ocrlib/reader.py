@@ -36,7 +36,8 @@ class Reading:
     score: float  # mean log-prob per emitted token, eos included (0 is certain)
     complete: bool  # the model ended the formula (eos) before its length limit
     alternatives: list[dict] = field(default_factory=list)  # other beam hypotheses: {"latex", "score"}, best first
-    attention: np.ndarray | None = None  # (tokens + eos, h, w) where the model looked for each token, or None
+    attention: np.ndarray | None = None  # (emitted tokens, h, w) where the model looked for each, or None; the
+    # w columns span this image alone (its own padding to a multiple of 16 included, not the batch's)
 
     def as_dict(self, attention: bool = False) -> dict:
         out = {"latex": self.latex, "tokens": self.tokens, "confidence": [round(p, 4) for p in self.confidence],
@@ -57,7 +58,7 @@ class FormulaReader:
         self.decoding = decoding_with(self.config, beam, brackets, length_penalty)
 
     def describe(self) -> dict:
-        return {"checkpoint": str(self.checkpoint), "model": self.config.model.name, "input_height": self.config.data.height,
+        return {"checkpoint": str(self.checkpoint), "model": self.config.name, "input_height": self.config.data.height,
                 "keep_aspect": self.config.data.width is None, "vocabulary": len(self.vocab),
                 "parameters": sum(p.numel() for p in self.model.parameters()), "beam": self.decoding.beam}
 
@@ -71,6 +72,7 @@ class FormulaReader:
         batch = pad_images(tensors, width_multiple_of(self.config.data)).to(self.device)
         widths = torch.tensor([t.shape[-1] for t in tensors], device=self.device)
         out = self.model.decode(batch, widths=widths, **decode_options(decoding, self.vocab))
+        stride = batch.shape[-1] / out.attention.shape[-1] if out.attention is not None else 1.0
         readings = []
         for i in range(len(images)):
             ids = out.tokens[i].tolist()
@@ -86,7 +88,8 @@ class FormulaReader:
             readings.append(Reading(
                 latex=join(tokens), tokens=tokens, confidence=[math.exp(lp) for lp in log_probs],
                 score=sum(log_probs) / max(emitted, 1), complete=complete, alternatives=alternatives,
-                attention=None if out.attention is None else out.attention[i, :emitted].cpu().numpy()))
+                attention=None if out.attention is None else
+                out.attention[i, :emitted, :, :math.ceil(tensors[i].shape[-1] / stride)].cpu().numpy()))
         return readings
 
 

@@ -32,6 +32,8 @@ def test_a_batch_reads_as_each_image_alone(reader, images):
         alone = reader.read([image])[0]
         assert together.tokens == alone.tokens == normalize_latex(latex)
         assert together.confidence == pytest.approx(alone.confidence, abs=1e-4)
+        assert together.attention.shape == alone.attention.shape  # cropped to the image's own columns
+        assert np.allclose(together.attention, alone.attention, atol=1e-4)
 
 
 def test_confidence_score_and_attention_describe_the_same_reading(reader, images):

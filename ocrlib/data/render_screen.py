@@ -93,8 +93,8 @@ def _first_line(err) -> str:
 
 
 @contextmanager
-def _browser(katex: Path) -> Iterator:
-    """A headless Chromium at device scale 1 showing the KaTeX page, fonts loaded; quit on exit."""
+def chromium(window: tuple[int, int] = WINDOW_PX) -> Iterator:
+    """A headless Chromium (Debian's chromium + chromium-driver) at device scale 1; quit on exit."""
     from selenium import webdriver
     from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.chrome.service import Service
@@ -102,25 +102,31 @@ def _browser(katex: Path) -> Iterator:
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for argument in ("--headless=new", "--no-sandbox", "--force-device-scale-factor=1",
-                     "--window-size={},{}".format(*WINDOW_PX)):
+                     "--window-size={},{}".format(*window)):
         options.add_argument(argument)
-    with tempfile.TemporaryDirectory(prefix="ocrlib-screen-") as tmp:
+    try:  # Debian's launcher script chatters on stderr; the driver's log is of no use here either
+        driver = webdriver.Chrome(service=Service(CHROMEDRIVER, log_output=subprocess.DEVNULL), options=options)
+    except WebDriverException as err:  # e.g. a driver of another version than the browser
+        raise ScreenUnavailable(f"Chromium did not start: {_first_line(err)}") from None
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@contextmanager
+def _browser(katex: Path) -> Iterator:
+    """A headless Chromium showing the KaTeX page, fonts loaded."""
+    with tempfile.TemporaryDirectory(prefix="ocrlib-screen-") as tmp, chromium() as driver:
         page = Path(tmp) / "page.html"
         page.write_text(_PAGE.format(css=(katex / "katex.min.css").as_uri(), js=(katex / "katex.min.js").as_uri(),
                                      padding=PADDING_PX))
-        try:  # Debian's launcher script chatters on stderr; the driver's log is of no use here either
-            driver = webdriver.Chrome(service=Service(CHROMEDRIVER, log_output=subprocess.DEVNULL), options=options)
-        except WebDriverException as err:  # e.g. a driver of another version than the browser
-            raise ScreenUnavailable(f"Chromium did not start: {_first_line(err)}") from None
-        try:
-            driver.set_script_timeout(SCRIPT_TIMEOUT_S)
-            driver.get(page.as_uri())
-            failed = driver.execute_async_script(_LOAD_FONTS)
-            if failed:
-                raise ScreenUnavailable(f"KaTeX fonts did not load in Chromium: {failed}")
-            yield driver
-        finally:
-            driver.quit()
+        driver.set_script_timeout(SCRIPT_TIMEOUT_S)
+        driver.get(page.as_uri())
+        failed = driver.execute_async_script(_LOAD_FONTS)
+        if failed:
+            raise ScreenUnavailable(f"KaTeX fonts did not load in Chromium: {failed}")
+        yield driver
 
 
 def render_batch(items: list[tuple[int, str]], seed: int) -> list[Rendered]:
