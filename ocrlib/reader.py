@@ -25,6 +25,8 @@ from ocrlib.tokens import join
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 PREDICT_FORMATS = ("tsv", "jsonl")
+# typed formulas for demos: the samples of the page (ocrlib serve) and of the demo notebook
+DEMO_FORMULAS = (r"\frac{1}{2}", r"x^{2}+1", r"f(x)=2x+1", r"\sqrt{3}", r"y=kx+b", r"a_{n}")
 
 
 @dataclass

@@ -35,14 +35,13 @@ from ocrlib.data.dataset import BadImage, gray_from_bytes
 from ocrlib.data.katex import KATEX_VERSION, VENDOR_DIR
 from ocrlib.data.render_mathtext import error_line, render_mathtext
 from ocrlib.errors import BadInput
+from ocrlib.reader import DEMO_FORMULAS as SAMPLES
 from ocrlib.reader import FormulaReader, Reading
 
 PAGE = Path(__file__).with_name("serve_page.html")
 SETTINGS_ENV = "OCRLIB_SERVE_SETTINGS"  # how `serve --workers N` hands the settings to each worker process
 TOKEN_ENV = "OCRLIB_SERVE_TOKEN"
 ACCEPTED_TYPES = ("multipart/form-data", "application/octet-stream")  # and image/*
-# typed formulas for the page's "pick a sample" (rendered by mathtext when the server starts)
-SAMPLES = (r"\frac{1}{2}", r"x^{2}+1", r"f(x)=2x+1", r"\sqrt{3}", r"y=kx+b", r"a_{n}")
 
 
 @dataclass
@@ -150,7 +149,7 @@ def create_app(reader: FormulaReader, settings: ServeSettings) -> FastAPI:
     """The HTTP app around one reader; `uvicorn.run(create_app(...))` serves it."""
     limit = int(settings.max_upload_mb * 2**20)
     batcher = MicroBatcher(reader.read, settings.max_batch, settings.window_ms / 1000, settings.queue_size)
-    samples = [png_bytes(render_mathtext(latex, dpi=200)) for latex in SAMPLES]
+    samples = [png_bytes(render_mathtext(latex, dpi=200)) for latex in SAMPLES]  # the page's "pick a sample"
     katex = _katex_folder()
 
     @asynccontextmanager

@@ -64,3 +64,34 @@ def confusion_heatmap(confusion, ax=None, title: str = "substituted tokens"):
                 xticklabels=shown(confusion.columns), yticklabels=shown(confusion.index))
     ax.set(xlabel="predicted", ylabel="true")  # after seaborn, which would label the axes by the index names
     return ax
+
+
+def confidence_html(reading) -> str:
+    """A Reading's tokens as HTML, each on a background from red (unsure) to green (sure), its probability on hover;
+    the end-of-formula token shown as ⏎ when the model emitted it."""
+    from html import escape
+
+    tokens = reading.tokens + (["⏎"] if reading.complete else [])
+    spans = [f'<span title="p = {p:.3f}" style="background:hsl({round(120 * p)},70%,82%);padding:0 .3em;'
+             f'margin:0 .1em;border-radius:3px;font-family:monospace">{escape(t)}</span>'
+             for t, p in zip(tokens, reading.confidence)]
+    return "<div>" + "".join(spans) + "</div>"
+
+
+def attention_overlays(gray: np.ndarray, reading, max_tokens: int = 12, ncols: int = 4):
+    """Where the model looked for each token: its attention map stretched over the image (first `max_tokens`)."""
+    if reading.attention is None:
+        raise ValueError("this reading has no attention maps (the model does not attend)")
+    tokens = (reading.tokens + ["⏎"])[:min(max_tokens, len(reading.attention))]
+    nrows = -(-len(tokens) // ncols)
+    aspect = gray.shape[1] / gray.shape[0]
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * min(1.2 * aspect, 6), nrows * 1.3), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    extent = (0, gray.shape[1], gray.shape[0], 0)  # the map's grid stretched over the whole image
+    for ax, token, attention, p in zip(axes.flat, tokens, reading.attention, reading.confidence):
+        ax.imshow(gray, cmap="gray", vmin=0, vmax=255, extent=extent)
+        ax.imshow(attention, cmap="inferno", alpha=0.55, extent=extent, interpolation="bilinear")
+        ax.set_title(f"{token}  (p {p:.2f})", fontsize=9)
+    fig.tight_layout()
+    return fig
