@@ -8,10 +8,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROFILE ?= quick
 SEED ?= 0
+SOAK_MIN ?= 0
 TEX_PACKAGES := texlive-latex-base dvipng preview-latex-style texlive-fonts-recommended
 BROWSER_PACKAGES := chromium chromium-driver
 
-.PHONY: help setup tex browser test test-fast reports data lab bench models serve clean
+.PHONY: help setup tex browser test test-fast reports data lab bench models serve load clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -55,6 +56,9 @@ data: setup ## build the data sets of a profile into data/ (PROFILE=smoke|quick|
 
 serve: setup ## the HTTP API (POST /predict) and the paste-a-screenshot page on http://127.0.0.1:8000/
 	$(PY) -m ocrlib serve
+
+load: setup ## concurrent clients against ocrlib serve: reports/load.json and load.md (SOAK_MIN=20 adds a soak)
+	$(PY) -m ocrlib load --soak-min $(SOAK_MIN)
 
 bench: setup ## benchmarks: reports/bench.json and reports/bench.md
 	$(PY) -m ocrlib bench

@@ -24,10 +24,12 @@ import torch
 from ocrlib.config import load_config
 from ocrlib.data.build import printed_corpus
 from ocrlib.data.dataset import FormulaDataset, make_loader, padded_share
-from ocrlib.data.render import available_renderer, render_dataset
+from ocrlib.data.render import available_renderer, render_dataset, render_one
+from ocrlib.errors import BadInput
 from ocrlib.models import model_from_config
 from ocrlib.tokens import Vocab
 from ocrlib.paths import REPORTS_DIR
+from ocrlib.reader import FormulaReader
 from ocrlib.tables import markdown_table
 
 
@@ -100,6 +102,37 @@ def training_throughput(model: str, keep_aspect: bool, steps: int, n_formulas: i
             "padded_share": round(padded_share(widths, loader.batch_sampler.batches(0)), 3), "corpus": corpus}
 
 
+def decode_speed(runtime: str, batch: int, repeats: int) -> dict:
+    """ms per image of greedy reading with the shipped model (`FormulaReader`, as `predict` and `serve` read), torch
+    or onnxruntime, on the same mathtext renders of real formulas; the median of `repeats` timed calls."""
+    try:
+        reader = FormulaReader(runtime=runtime, beam=1)
+    except (ImportError, BadInput) as err:
+        return {"value": float("nan"), "unit": "ms/image", "runtime": runtime, "batch": batch, "skipped": str(err)}
+    formulas, corpus = printed_corpus(batch, seed=0)
+    images = []
+    for index, latex in enumerate(formulas):
+        try:
+            images.append(render_one(latex, "mathtext", seed=0, index=index))
+        except ValueError:  # a formula mathtext cannot draw: the next one
+            continue
+    reader.read(images)  # warm-up
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        reader.read(images)
+        times.append(time.perf_counter() - started)
+    seconds = sorted(times)[len(times) // 2]
+    return {"value": round(1000 * seconds / len(images), 2), "unit": "ms/image", "runtime": runtime,
+            "batch": len(images), "repeats": repeats, "images_per_s": round(len(images) / seconds, 1),
+            "torch_threads": torch.get_num_threads(), "corpus": corpus}
+
+
+def _decode_case(runtime: str, batch: int) -> Case:
+    return Case(f"read {runtime}, batch {batch}", "decode",
+                lambda quick: decode_speed(runtime, batch, 2 if quick else (9 if batch == 1 else 5)))
+
+
 def _training_case(model: str, keep_aspect: bool) -> Case:
     return Case(f"train {model}, {'keep-aspect' if keep_aspect else 'fixed size'}", "train",
                 lambda quick: training_throughput(model, keep_aspect, 3 if quick else 12))
@@ -118,6 +151,10 @@ CASES: list[Case] = [
     _render_case("screen", 2, 1000, 200),
     _training_case("satrn", keep_aspect=False),
     _training_case("satrn", keep_aspect=True),
+    _decode_case("torch", 1),
+    _decode_case("onnx", 1),
+    _decode_case("torch", 32),
+    _decode_case("onnx", 32),
 ]
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import sys
 from pathlib import Path
 
 import torch
@@ -18,7 +17,6 @@ import torch
 from ocrlib.config import RunConfig
 from ocrlib.errors import BadInput
 from ocrlib.models import model_from_config
-from ocrlib.pretrained import MAX_BYTES, WEIGHTS
 from ocrlib.tokens import Vocab
 
 FORMAT = 2
@@ -81,16 +79,6 @@ def export_weights(checkpoint: str | Path, out: str | Path, dtype: torch.dtype =
                      "step": state.get("step"), "val": state.get("val"), "exported_from": str(checkpoint)}, out)
     return {"path": str(out), "bytes": out.stat().st_size, "step": state.get("step"),
             "parameters": sum(v.numel() for v in weights.values() if v.is_floating_point())}
-
-
-def cli_export(args) -> int:
-    """`ocrlib export --checkpoint runs/x/best.pt [--out ocrlib/pretrained/model.pt]`: fp16 weights for shipping."""
-    info = export_weights(args.checkpoint, args.out or WEIGHTS)
-    print(f"{info['path']}: {info['parameters']:,} parameters, {info['bytes'] / 2**20:.1f} MiB (fp16), "
-          f"step {info['step']}")
-    if info["bytes"] > MAX_BYTES:
-        print(f"warning: larger than the {MAX_BYTES // 2**20} MiB the repository ships", file=sys.stderr)
-    return 0
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):

@@ -1,4 +1,4 @@
-"""The command line: `ocrlib render|train|eval|predict|serve|export|models|bench|report` (or `python -m ocrlib ...`).
+"""The command line: `ocrlib render|train|eval|predict|serve|load|export|models|bench|report` (or `python -m ocrlib ...`).
 
 This module only parses arguments; each command lives in the module that does the work
 (imported lazily so `--help` stays fast). Bad input ends with a one-line error and exit status 2.
@@ -23,7 +23,8 @@ COMMANDS = {
     "eval": ("ocrlib.evaluate", "cli_eval"),
     "predict": ("ocrlib.reader", "cli_predict"),
     "serve": ("ocrlib.serve", "cli_serve"),
-    "export": ("ocrlib.checkpoints", "cli_export"),
+    "load": ("ocrlib.load", "cli_load"),
+    "export": ("ocrlib.onnx_export", "cli_export"),
     "models": ("ocrlib.models.catalog", "cli_models"),
     "bench": ("ocrlib.bench", "cli_bench"),
     "report": ("ocrlib.reports", "cli_report"),
@@ -113,10 +114,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queue-size", type=int, default=64, help="waiting images beyond this get 503")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds before a waiting request gets 504")
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="larger uploads get 413")
+    p.add_argument("--runtime", choices=("torch", "onnx"), default="torch", help="onnx: decode with onnxruntime")
+    p.add_argument("--onnx", default=None, metavar="FOLDER", help="an `export --onnx` folder (default: export now)")
 
-    p = sub.add_parser("export", help="a checkpoint's weights in fp16, for shipping (ocrlib/pretrained/model.pt)")
-    p.add_argument("--checkpoint", required=True)
+    p = sub.add_parser("load", help="concurrent clients against `ocrlib serve` on loopback: req/s, latency, memory")
+    p.add_argument("--checkpoint", default=None, help="default: the shipped pretrained model")
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32], help="client counts, one run each")
+    p.add_argument("--seconds", type=float, default=30.0, help="duration of each run")
+    p.add_argument("--soak-min", type=float, default=0.0, help="then 8 clients for this many minutes (memory)")
+    p.add_argument("--out", default=None, help="default: reports/load.json (and load.md)")
+
+    p = sub.add_parser("export", help="a checkpoint's weights in fp16 for shipping (ocrlib/pretrained/model.pt), "
+                                      "or its ONNX graphs (--onnx)")
+    p.add_argument("--checkpoint", default=None, help="a training checkpoint (--onnx: default the shipped model)")
     p.add_argument("--out", default=None, help="default: ocrlib/pretrained/model.pt")
+    p.add_argument("--onnx", default=None, metavar="FOLDER",
+                   help="write encoder.onnx, step.onnx and model.json here instead (needs '.[serve]')")
 
     sub.add_parser("models", help="table of the registered models and their parameter counts")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from ocrlib.tokens import join
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 PREDICT_FORMATS = ("tsv", "jsonl")
+RUNTIMES = ("torch", "onnx")
 # typed formulas for demos: the samples of the page (ocrlib serve) and of the demo notebook
 DEMO_FORMULAS = (r"\frac{1}{2}", r"x^{2}+1", r"f(x)=2x+1", r"\sqrt{3}", r"y=kx+b", r"a_{n}")
 
@@ -53,16 +55,29 @@ class FormulaReader:
     """A checkpoint ready to read images: `read([gray, ...])` -> [Reading, ...] (uint8 (H, W), black on white)."""
 
     def __init__(self, checkpoint: str | Path | None = None, device: str = "auto", beam: int | None = None,
-                 brackets: bool | None = None, length_penalty: float | None = None):
-        self.checkpoint = default_checkpoint(checkpoint)
-        self.device = select_device(device)
+                 brackets: bool | None = None, length_penalty: float | None = None, runtime: str = "torch",
+                 onnx_folder: str | Path | None = None):
+        """runtime "onnx": decode with onnxruntime from `onnx_folder` (an `ocrlib export --onnx` of this checkpoint;
+        exported to a temporary folder when None)."""
+        if runtime not in RUNTIMES:
+            raise BadInput(runtime, f"unknown runtime (one of {', '.join(RUNTIMES)})")
+        self.checkpoint, self.runtime = default_checkpoint(checkpoint), runtime
+        self.device = select_device(device) if runtime == "torch" else torch.device("cpu")
         self.model, self.vocab, self.config = load_checkpoint(self.checkpoint, self.device)
+        self.parameters = sum(p.numel() for p in self.model.parameters())
+        if runtime == "onnx":
+            from ocrlib.onnx_export import OnnxRecognizer, export_onnx  # onnxruntime: the serve extra only
+
+            if onnx_folder is None:
+                self._exported = tempfile.TemporaryDirectory(prefix="ocrlib-onnx-")
+                onnx_folder = export_onnx(self.checkpoint, self._exported.name)
+            self.model = OnnxRecognizer(onnx_folder)
         self.decoding = decoding_with(self.config, beam, brackets, length_penalty)
 
     def describe(self) -> dict:
         return {"checkpoint": str(self.checkpoint), "model": self.config.name, "input_height": self.config.data.height,
                 "keep_aspect": self.config.data.width is None, "vocabulary": len(self.vocab),
-                "parameters": sum(p.numel() for p in self.model.parameters()), "beam": self.decoding.beam}
+                "parameters": self.parameters, "beam": self.decoding.beam, "runtime": self.runtime}
 
     @torch.no_grad()
     def read(self, images: list[np.ndarray], beam: int | None = None) -> list[Reading]:

@@ -54,6 +54,8 @@ class ServeSettings:
     timeout_s: float = 30.0  # a request not answered within this gets 504
     max_upload_mb: float = 10.0  # larger uploads get 413
     token: str | None = None  # when set, /predict, /predict/batch and /models need `Authorization: Bearer <token>`
+    runtime: str = "torch"  # torch | onnx (onnxruntime)
+    onnx_folder: str | None = None  # the `ocrlib export --onnx` folder of the onnx runtime
 
 
 class Busy(Exception):
@@ -289,7 +291,9 @@ def _katex_folder() -> Path | None:
 def app_from_env() -> FastAPI:
     """The app of one uvicorn worker process: settings from OCRLIB_SERVE_SETTINGS (set by `cli_serve`)."""
     settings = ServeSettings(**json.loads(os.environ.get(SETTINGS_ENV, "{}")))
-    return create_app(FormulaReader(settings.checkpoint, beam=settings.beam), settings)
+    reader = FormulaReader(settings.checkpoint, beam=settings.beam, runtime=settings.runtime,
+                           onnx_folder=settings.onnx_folder)
+    return create_app(reader, settings)
 
 
 def cli_serve(args) -> int:
@@ -300,10 +304,13 @@ def cli_serve(args) -> int:
     token = args.token or os.environ.get(TOKEN_ENV) or None
     settings = ServeSettings(checkpoint=args.checkpoint, beam=args.beam, max_batch=args.max_batch,
                              window_ms=args.window_ms, queue_size=args.queue_size, timeout_s=args.timeout,
-                             max_upload_mb=args.max_upload_mb, token=token)
+                             max_upload_mb=args.max_upload_mb, token=token, runtime=args.runtime, onnx_folder=args.onnx)
     if args.beam is not None and not 1 <= args.beam <= 16:
         raise BadInput("--beam", f"must be between 1 and 16, got {args.beam}")
-    FormulaReader(settings.checkpoint)  # a bad checkpoint fails here, in one line, before any worker starts
+    # a bad checkpoint fails here, in one line, before any worker starts; the onnx runtime exports once for all
+    reader = FormulaReader(settings.checkpoint, runtime=args.runtime, onnx_folder=args.onnx)
+    if args.runtime == "onnx" and args.onnx is None:
+        settings.onnx_folder = str(reader.model.folder)
     if args.host not in ("127.0.0.1", "localhost", "::1") and token is None:
         print(f"warning: serving on {args.host} without a token (set --token or {TOKEN_ENV})", file=sys.stderr)
     os.environ[SETTINGS_ENV] = json.dumps(asdict(settings))

@@ -2,6 +2,7 @@
 real browser (Debian chromium + chromium-driver; skipped without them)."""
 import asyncio
 import io
+import os
 import shutil
 import socket
 import threading
@@ -263,3 +264,15 @@ def test_the_page_in_a_real_browser_reads_an_upload_and_a_paste(live_server, for
             return c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some(v => v > 0);""")
         assert drawn
         assert driver.find_element(By.ID, "error").text == ""
+
+
+@needs_model
+def test_load_runs_account_for_every_request(live_server):
+    from ocrlib.load import _pngs, run_level
+
+    level = run_level(live_server + "predict", os.getpid(), clients=3, seconds=3, images=_pngs()[:2])
+    assert level["requests"] == level["ok"] + level["refused_503"] + sum(level["other_status"].values()) + \
+        sum(level["errors"].values())
+    assert level["ok"] > 0 and level["errors"] == {} and level["other_status"] == {}
+    assert sum(level["batch_sizes"].values()) == level["ok"] and 1 <= level["mean_batch"] <= 3
+    assert level["p50_ms"] <= level["p95_ms"] <= level["p99_ms"] and level["rss_mb"]["max"] > 0

@@ -62,7 +62,7 @@ class ColumnPadding:
     def keys(self, hw: tuple[int, int]) -> torch.Tensor:
         """(B, h*w) bool over a flattened (row-major) h x w grid: the positions attention may use."""
         h, w = hw
-        return self.columns(w)[:, None, :].expand(-1, h, -1).reshape(len(self.widths), h * w)
+        return self.columns(w)[:, None, :].expand(-1, h, -1).flatten(1)
 
 
 def zero_padding(x: torch.Tensor, pad: ColumnPadding | None) -> torch.Tensor:
