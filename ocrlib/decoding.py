@@ -134,37 +134,44 @@ def _attention_maps(steps: list[torch.Tensor], hw) -> torch.Tensor | None:
 def greedy(model, images: torch.Tensor, max_len: int, constraint: BracketConstraint | None = None,
            widths: torch.Tensor | None = None) -> DecodeResult:
     """Argmax decoding of at most max_len tokens (eos included), batched; stops when all ended.
-    widths: image widths before a keep-aspect batch was padded (None: unpadded)."""
+    widths: image widths before a keep-aspect batch was padded (None: unpadded).
+
+    An image that has ended leaves the batch (its rows of the state are dropped), so one long or runaway
+    reading costs the steps it takes, not that many steps for every image of the batch."""
     B, device = images.size(0), images.device
     state = model.init_state(images, widths)
+    rows = torch.arange(B, device=device)  # the images still being decoded, in the order of the state's rows
     prev = torch.full((B,), model.sos_id, dtype=torch.long, device=device)
     tokens = torch.full((B, max_len), model.pad_id, dtype=torch.long, device=device)
     token_log_probs = torch.zeros(B, max_len, device=device)
-    finished = torch.zeros(B, dtype=torch.bool, device=device)
     cstate = constraint.start(B, max_len, device) if constraint else None
-    attention = []
+    maps = None  # (B, max_len, S) attention of every emitted token, zero after eos
     for t in range(max_len):
-        log_probs, state = model.step(state, prev)  # (B, V)
+        log_probs, state = model.step(state, prev)  # (n, V)
         log_probs = _never_emitted(log_probs, model)
         if constraint:
             log_probs = log_probs.masked_fill(~constraint.allowed(cstate, t, max_len), NEG_INF)
-        tok = log_probs.argmax(-1)  # (B,)
-        gained = log_probs.gather(1, tok[:, None]).squeeze(1)
-        token_log_probs[:, t] = torch.where(finished, torch.zeros_like(gained), gained)
-        tok = torch.where(finished, torch.full_like(tok, model.pad_id), tok)
-        tokens[:, t] = tok
-        attention.append(state.get("attn"))
-        finished |= tok == model.eos_id
+        tok = log_probs.argmax(-1)  # (n,)
+        tokens[rows, t] = tok
+        token_log_probs[rows, t] = log_probs.gather(1, tok[:, None]).squeeze(1)
+        if state.get("attn") is not None:
+            if maps is None:
+                maps = torch.zeros(B, max_len, state["attn"].size(-1), device=device)
+            maps[rows, t] = state["attn"]
         if constraint:
             cstate = constraint.advance(cstate, tok)
-        prev = tok
-        if finished.all():
+        ended = tok == model.eos_id
+        if ended.all():
             break
+        if ended.any():
+            keep = (~ended).nonzero().squeeze(1)
+            state, rows, tok = model.reorder_state(state, keep), rows[keep], tok[keep]
+            cstate = reorder(cstate, keep) if constraint else None
+        prev = tok
     L = t + 1
-    maps = _attention_maps(attention, state.get("hw"))
-    if maps is not None:
-        maps = maps * (tokens[:, :L] != model.pad_id)[:, :, None, None]  # no map after eos
-    return DecodeResult(tokens[:, :L], token_log_probs[:, :L].sum(1), maps, token_log_probs[:, :L])
+    hw = state.get("hw")
+    attention = None if maps is None or hw is None else maps[:, :L].reshape(B, L, *hw)  # (B, L, h, w)
+    return DecodeResult(tokens[:, :L], token_log_probs[:, :L].sum(1), attention, token_log_probs[:, :L])
 
 
 @torch.no_grad()

@@ -81,17 +81,25 @@ class FormulaReader:
 
     @torch.no_grad()
     def read(self, images: list[np.ndarray], beam: int | None = None) -> list[Reading]:
-        """Decode a batch; `beam` overrides the reader's beam width for this call."""
-        if not images:
-            return []
+        """Read images, in batches of similar width; `beam` overrides the reader's beam width for this call.
+
+        Padding every image to the widest would multiply the encoder's work (its self-attention is quadratic in
+        the width): a 60-px and a 1,000-px formula decode in different batches (`width_groups`)."""
         decoding = self.decoding if beam is None else decoding_with(self.config, beam)
         tensors = [model_input(gray, self.config.data) for gray in images]  # (C, H, W) each
+        readings: list[Reading | None] = [None] * len(images)
+        for group in width_groups([t.shape[-1] for t in tensors]):
+            for i, reading in zip(group, self._read_batch([tensors[i] for i in group], decoding)):
+                readings[i] = reading
+        return readings
+
+    def _read_batch(self, tensors: list[torch.Tensor], decoding) -> list[Reading]:
         batch = pad_images(tensors, width_multiple_of(self.config.data)).to(self.device)
         widths = torch.tensor([t.shape[-1] for t in tensors], device=self.device)
         out = self.model.decode(batch, widths=widths, **decode_options(decoding, self.vocab))
         stride = batch.shape[-1] / out.attention.shape[-1] if out.attention is not None else 1.0
         readings = []
-        for i in range(len(images)):
+        for i, tensor in enumerate(tensors):
             ids = out.tokens[i].tolist()
             complete = self.vocab.eos_id in ids
             emitted = ids.index(self.vocab.eos_id) + 1 if complete else len(ids)
@@ -106,8 +114,19 @@ class FormulaReader:
                 latex=join(tokens), tokens=tokens, confidence=[math.exp(lp) for lp in log_probs],
                 score=sum(log_probs) / max(emitted, 1), complete=complete, alternatives=alternatives,
                 attention=None if out.attention is None else
-                out.attention[i, :emitted, :, :math.ceil(tensors[i].shape[-1] / stride)].cpu().numpy()))
+                out.attention[i, :emitted, :, :math.ceil(tensor.shape[-1] / stride)].cpu().numpy()))
         return readings
+
+
+def width_groups(widths: list[int], ratio: float = 1.3, max_size: int = 32) -> list[list[int]]:
+    """Indices of `widths` in groups of at most `max_size` whose widest is at most `ratio` times the narrowest."""
+    groups: list[list[int]] = []
+    for i in sorted(range(len(widths)), key=widths.__getitem__):
+        if groups and len(groups[-1]) < max_size and widths[i] <= ratio * widths[groups[-1][0]]:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
 
 
 def image_files(inputs: list[str]) -> list[Path]:

@@ -55,3 +55,14 @@ def test_beam_search_gives_ranked_alternatives(reader, images):
         assert ranks == sorted(ranks, reverse=True) and ranks[0] <= reading.score + 1e-3
         assert all(alt["latex"] != reading.latex for alt in reading.alternatives)
         assert all(math.isfinite(r) for r in ranks)
+
+
+def test_width_groups_keep_similar_widths_together_and_cover_every_image():
+    from ocrlib.reader import width_groups
+
+    widths = [900, 64, 70, 1000, 80, 65, 300, 66, 320]
+    groups = width_groups(widths, ratio=1.3, max_size=3)
+    assert sorted(i for g in groups for i in g) == list(range(len(widths)))  # each image once
+    for group in groups:
+        assert len(group) <= 3 and max(widths[i] for i in group) <= 1.3 * min(widths[i] for i in group)
+    assert [sorted(widths[i] for i in g) for g in groups] == [[64, 65, 66], [70, 80], [300, 320], [900, 1000]]

@@ -215,6 +215,9 @@ def test_bench_training_throughput_case_fixed_and_keep_aspect():
     keep = training_throughput("satrn", keep_aspect=True, steps=1, n_formulas=40, preset="smoke")
     assert fixed["value"] > 0 and keep["value"] > 0 and fixed["padded_share"] == 0.0
     assert 0.0 < keep["padded_share"] < 0.5 and keep["input"] == "height 32, keep-aspect"
+    # the default config is keep-aspect since the accuracy issue: "fixed" must still mean a fixed width
+    default = training_throughput("satrn", keep_aspect=False, steps=1, n_formulas=40, preset="quick")
+    assert default["input"] == "height 64, width 256" and default["padded_share"] == 0.0
 
 
 def test_bench_render_throughput_case():
