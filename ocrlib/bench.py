@@ -7,6 +7,7 @@ fonts, TeX formats), in the manner of nanoGPT's and parseq's bench scripts.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -26,7 +27,7 @@ from ocrlib.data.build import printed_corpus
 from ocrlib.data.dataset import FormulaDataset, make_loader, padded_share
 from ocrlib.data.render import available_renderer, render_dataset, render_one
 from ocrlib.errors import BadInput
-from ocrlib.models import model_from_config
+from ocrlib.models import create_model, model_from_config
 from ocrlib.tokens import Vocab
 from ocrlib.paths import REPORTS_DIR
 from ocrlib.reader import FormulaReader
@@ -36,7 +37,7 @@ from ocrlib.tables import markdown_table
 @dataclass
 class Case:
     name: str
-    group: str  # "render", later "model", "decode"...
+    group: str  # "render", "train", "decode"
     run: Callable[[bool], dict]  # quick -> {"value": float, "unit": str, ...details}
 
 
@@ -129,9 +130,136 @@ def decode_speed(runtime: str, batch: int, repeats: int) -> dict:
             "torch_threads": torch.get_num_threads(), "corpus": corpus}
 
 
+# ---- the API for outside harnesses: one training step / one decode, timed in a fresh process
+
+TEAM_VOCAB = 245  # the competition's vocabulary size, the default of the synthetic targets below
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """This machine's fp32 limit as torch sees it: GFLOP/s of an n x n matmul at the current thread count."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)  # warm-up
+    started = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(a, b)
+    return 2 * n ** 3 * repeats / (time.perf_counter() - started) / 1e9
+
+
+def _synthetic(model_name: str, config, batch_size: int, seq_len: int, image_size: tuple[int, int] | None,
+               vocab_size: int):
+    """A freshly initialised model of `config` (default: the model's YAML) with random images and targets."""
+    config = config if config is not None else load_config(model_name)
+    height = image_size[0] if image_size else config.data.height
+    width = image_size[1] if image_size else (config.data.width or 4 * config.data.height)
+    torch.manual_seed(0)
+    model = create_model(config.name, vocab_size, **{**dataclasses.asdict(config.model), "max_len": max(seq_len, 2)})
+    images = torch.rand(batch_size, config.model.in_channels, height, width)
+    targets = torch.randint(4, vocab_size, (batch_size, seq_len))
+    targets[:, -1] = model.eos_id
+    return model, images, targets, (height, width)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _train_step_child(model_name, config, batch_size, seq_len, image_size, tf_ratio, steps, vocab_size) -> dict:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model, images, targets, size = _synthetic(model_name, config, batch_size, seq_len, image_size, vocab_size)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step():
+        _, loss = model.forward_logits_loss(images, targets, tf_ratio)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    step()  # warm-up
+    with FlopCounterMode(display=False) as counter:
+        step()
+    times = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - started)
+    return {"seconds": sorted(times)[len(times) // 2], "flops": counter.get_total_flops(), "image_size": size,
+            "parameters": sum(p.numel() for p in model.parameters()), "peak_rss_mb": round(_peak_rss_mb(), 1)}
+
+
+def _decode_child(model_name, config, batch_size, max_len, beam, image_size, vocab_size, repeats) -> dict:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model, images, _, size = _synthetic(model_name, config, batch_size, max_len, image_size, vocab_size)
+    model.eval()
+    model.eos_id = -1  # no token ends a reading: every image decodes exactly max_len steps
+    model.decode(images, max_len=max_len, beam=beam)  # warm-up
+    with FlopCounterMode(display=False) as counter:
+        model.decode(images, max_len=max_len, beam=beam)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        model.decode(images, max_len=max_len, beam=beam)
+        times.append(time.perf_counter() - started)
+    return {"seconds": sorted(times)[len(times) // 2], "flops": counter.get_total_flops(), "image_size": size,
+            "parameters": sum(p.numel() for p in model.parameters()), "peak_rss_mb": round(_peak_rss_mb(), 1)}
+
+
+def _in_fresh_process(fn, *args) -> dict:
+    """Run fn(*args) in a new process (spawned: its peak RSS is the case's own) at this process's thread count,
+    and add the machine's matmul limit measured there, with the share of it the case reached."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1, initializer=torch.set_num_threads,
+                                                   initargs=(torch.get_num_threads(),)) as pool:
+        result = pool.apply(fn, args)
+        limit = pool.apply(matmul_gflops)
+    gflops = result["flops"] / result["seconds"] / 1e9
+    return {**result, "seconds": round(result["seconds"], 4), "gflop": round(result["flops"] / 1e9, 3),
+            "gflops": round(gflops, 2), "limit_gflops": round(limit, 1), "share_of_limit": round(gflops / limit, 3),
+            "threads": torch.get_num_threads()}
+
+
+def time_train_step(model_name: str, config=None, batch_size: int = 8, seq_len: int = 40,
+                    image_size: tuple[int, int] | None = None, tf_ratio: float = 1.0, steps: int = 5,
+                    vocab_size: int = TEAM_VOCAB) -> dict:
+    """One training step (forward, backward, AdamW) of a freshly initialised `model_name` (its YAML config, or
+    `config`, a RunConfig) on random images and `seq_len`-token targets: the median of `steps` timed steps after a
+    warm-up, in a fresh process. -> {seconds, flops, gflop, gflops, limit_gflops, share_of_limit, parameters,
+    peak_rss_mb, image_size, threads}."""
+    return _in_fresh_process(_train_step_child, model_name, config, batch_size, seq_len, image_size, tf_ratio,
+                             steps, vocab_size)
+
+
+def time_decode(model_name: str, config=None, batch_size: int = 32, max_len: int = 64, beam: int = 1,
+                image_size: tuple[int, int] | None = None, repeats: int = 3, vocab_size: int = TEAM_VOCAB) -> dict:
+    """Decoding a batch of random images for exactly `max_len` steps (greedy, or beam search of width `beam`)
+    with a freshly initialised model, in a fresh process; the same keys as `time_train_step`, plus ms_per_image."""
+    result = _in_fresh_process(_decode_child, model_name, config, batch_size, max_len, beam, image_size,
+                               vocab_size, repeats)
+    return {**result, "ms_per_image": round(1000 * result["seconds"] / batch_size, 2)}
+
+
 def _decode_case(runtime: str, batch: int) -> Case:
     return Case(f"read {runtime}, batch {batch}", "decode",
                 lambda quick: decode_speed(runtime, batch, 2 if quick else (9 if batch == 1 else 5)))
+
+
+def _step_case(model: str, tf_ratio: float) -> Case:
+    def run(quick: bool) -> dict:
+        result = time_train_step(model, tf_ratio=tf_ratio, steps=2 if quick else 5)
+        return {"value": result["seconds"], "unit": "s/step", "model": model, "batch_size": 8, "seq_len": 40,
+                "tf_ratio": tf_ratio, **{k: v for k, v in result.items() if k not in ("seconds", "flops")}}
+    return Case(f"train step {model}, batch 8, 40 tokens, tf {tf_ratio}", "train", run)
+
+
+def _greedy_case(model: str, batch: int, beam: int = 1) -> Case:
+    def run(quick: bool) -> dict:
+        result = time_decode(model, batch_size=batch, beam=beam, repeats=1 if quick else 3)
+        return {"value": result["ms_per_image"], "unit": "ms/image", "model": model, "batch_size": batch,
+                "beam": beam, "steps": 64, **{k: v for k, v in result.items() if k not in ("ms_per_image", "flops")}}
+    return Case(f"decode {model}, {'greedy' if beam == 1 else f'beam {beam}'}, batch {batch}, 64 steps", "decode", run)
 
 
 def _training_case(model: str, keep_aspect: bool) -> Case:
@@ -152,6 +280,11 @@ CASES: list[Case] = [
     _render_case("screen", 2, 1000, 200),
     _training_case("satrn", keep_aspect=False),
     _training_case("satrn", keep_aspect=True),
+    _step_case("satrn", 1.0),
+    _step_case("satrn", 0.5),
+    _greedy_case("satrn", 32),
+    _greedy_case("satrn", 1),
+    _greedy_case("satrn", 32, beam=5),
     _decode_case("torch", 1),
     _decode_case("onnx", 1),
     _decode_case("torch", 32),
