@@ -160,7 +160,15 @@ def _synthetic(model_name: str, config, batch_size: int, seq_len: int, image_siz
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """This process's peak resident memory. Linux: VmHWM, which starts afresh at exec (ru_maxrss would carry
+    the high-water mark of the process that spawned this one)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _train_step_child(model_name, config, batch_size, seq_len, image_size, tf_ratio, steps, vocab_size) -> dict:
