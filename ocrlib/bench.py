@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import multiprocessing
 import os
 import platform
 import resource
@@ -21,6 +23,7 @@ from typing import Callable
 
 import pandas as pd
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from ocrlib.config import load_config
 from ocrlib.data.build import printed_corpus
@@ -119,12 +122,7 @@ def decode_speed(runtime: str, batch: int, repeats: int) -> dict:
         except ValueError:  # a formula mathtext cannot draw: the next one
             continue
     reader.read(images)  # warm-up
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        reader.read(images)
-        times.append(time.perf_counter() - started)
-    seconds = sorted(times)[len(times) // 2]
+    seconds = median_seconds(lambda: reader.read(images), repeats)
     return {"value": round(1000 * seconds / len(images), 2), "unit": "ms/image", "runtime": runtime,
             "batch": len(images), "repeats": repeats, "images_per_s": round(len(images) / seconds, 1),
             "torch_threads": torch.get_num_threads(), "corpus": corpus}
@@ -159,21 +157,44 @@ def _synthetic(model_name: str, config, batch_size: int, seq_len: int, image_siz
     return model, images, targets, (height, width)
 
 
-def _peak_rss_mb() -> float:
-    """This process's peak resident memory. Linux: VmHWM, which starts afresh at exec (ru_maxrss would carry
-    the high-water mark of the process that spawned this one)."""
+def memory_mb(field: str, pid: int | str = "self") -> float:
+    """A memory field of /proc/<pid>/status in MiB (Linux: VmRSS now, VmHWM the peak); NaN where there is none."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return float("nan")
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM starts afresh at exec; ru_maxrss (the fallback off Linux)
+    would carry the high-water mark of the process that spawned this one."""
+    peak = memory_mb("VmHWM")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if math.isnan(peak) else peak
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """The median wall-clock time of `repeats` calls of fn (warm it up first)."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
+
+
+def _measured(fn: Callable[[], object], repeats: int, model, image_size: tuple[int, int]) -> dict:
+    """fn warmed up, its FLOPs counted on one call, then timed: what a fresh-process case returns."""
+    fn()  # warm-up
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return {"seconds": median_seconds(fn, repeats), "flops": counter.get_total_flops(), "image_size": image_size,
+            "parameters": sum(p.numel() for p in model.parameters()), "peak_rss_mb": round(_peak_rss_mb(), 1)}
 
 
 def _train_step_child(model_name, config, batch_size, seq_len, image_size, tf_ratio, steps, vocab_size) -> dict:
-    from torch.utils.flop_counter import FlopCounterMode
-
     model, images, targets, size = _synthetic(model_name, config, batch_size, seq_len, image_size, vocab_size)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -184,41 +205,19 @@ def _train_step_child(model_name, config, batch_size, seq_len, image_size, tf_ra
         loss.backward()
         optimizer.step()
 
-    step()  # warm-up
-    with FlopCounterMode(display=False) as counter:
-        step()
-    times = []
-    for _ in range(steps):
-        started = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - started)
-    return {"seconds": sorted(times)[len(times) // 2], "flops": counter.get_total_flops(), "image_size": size,
-            "parameters": sum(p.numel() for p in model.parameters()), "peak_rss_mb": round(_peak_rss_mb(), 1)}
+    return _measured(step, steps, model, size)
 
 
 def _decode_child(model_name, config, batch_size, max_len, beam, image_size, vocab_size, repeats) -> dict:
-    from torch.utils.flop_counter import FlopCounterMode
-
     model, images, _, size = _synthetic(model_name, config, batch_size, max_len, image_size, vocab_size)
     model.eval()
     model.eos_id = -1  # no token ends a reading: every image decodes exactly max_len steps
-    model.decode(images, max_len=max_len, beam=beam)  # warm-up
-    with FlopCounterMode(display=False) as counter:
-        model.decode(images, max_len=max_len, beam=beam)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        model.decode(images, max_len=max_len, beam=beam)
-        times.append(time.perf_counter() - started)
-    return {"seconds": sorted(times)[len(times) // 2], "flops": counter.get_total_flops(), "image_size": size,
-            "parameters": sum(p.numel() for p in model.parameters()), "peak_rss_mb": round(_peak_rss_mb(), 1)}
+    return _measured(lambda: model.decode(images, max_len=max_len, beam=beam), repeats, model, size)
 
 
 def _in_fresh_process(fn, *args) -> dict:
     """Run fn(*args) in a new process (spawned: its peak RSS is the case's own) at this process's thread count,
     and add the machine's matmul limit measured there, with the share of it the case reached."""
-    import multiprocessing
-
     with multiprocessing.get_context("spawn").Pool(1, initializer=torch.set_num_threads,
                                                    initargs=(torch.get_num_threads(),)) as pool:
         result = pool.apply(fn, args)

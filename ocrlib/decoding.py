@@ -123,13 +123,6 @@ def _never_emitted(log_probs: torch.Tensor, model) -> torch.Tensor:
     return log_probs
 
 
-def _attention_maps(steps: list[torch.Tensor], hw) -> torch.Tensor | None:
-    if not steps or steps[0] is None or hw is None:
-        return None
-    maps = torch.stack(steps, dim=1)  # (B, L, S)
-    return maps.view(maps.size(0), maps.size(1), *hw)  # (B, L, h, w)
-
-
 @torch.no_grad()
 def greedy(model, images: torch.Tensor, max_len: int, constraint: BracketConstraint | None = None,
            widths: torch.Tensor | None = None) -> DecodeResult:

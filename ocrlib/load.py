@@ -8,7 +8,6 @@ on it for M minutes and reports whether memory stays flat. Writes reports/load.j
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import socket
@@ -24,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
+from ocrlib.bench import memory_mb
+from ocrlib.data.dataset import png_bytes
 from ocrlib.data.render import render_one
 from ocrlib.paths import REPORTS_DIR
 from ocrlib.reader import DEMO_FORMULAS
@@ -35,30 +35,15 @@ STARTUP_S = 120
 REQUEST_TIMEOUT_S = 60
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process in MiB (Linux /proc; NaN elsewhere)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
 def _pngs() -> list[bytes]:
-    out = []
-    for index, latex in enumerate(DEMO_FORMULAS):
-        buffer = io.BytesIO()
-        Image.fromarray(render_one(latex, "mathtext", seed=0, index=index)).save(buffer, format="PNG")
-        out.append(buffer.getvalue())
-    return out
+    return [png_bytes(render_one(latex, "mathtext", seed=0, index=i)) for i, latex in enumerate(DEMO_FORMULAS)]
 
 
 def _post(url: str, body: bytes) -> tuple[int, dict]:
@@ -97,7 +82,7 @@ def run_level(url: str, pid: int, clients: int, seconds: float, images: list[byt
     for t in threads:
         t.start()
     while time.perf_counter() - started < seconds:
-        rss.append((round(time.perf_counter() - started, 1), rss_mb(pid)))
+        rss.append((round(time.perf_counter() - started, 1), memory_mb("VmRSS", pid)))
         time.sleep(rss_every_s)
     stop.set()
     for t in threads:
@@ -138,7 +123,7 @@ def start_server(port: int, extra: list[str]) -> subprocess.Popen:
 
 def cli_load(args) -> int:
     """`ocrlib load [--clients 1 8 32] [--seconds 30] [--soak-min 0] [--checkpoint C] [--out reports/load.json]`."""
-    port = _free_port()
+    port = free_port()
     extra = ["--checkpoint", args.checkpoint] if args.checkpoint else []
     server = start_server(port, extra)
     url = f"http://127.0.0.1:{port}/predict"

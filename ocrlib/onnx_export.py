@@ -76,39 +76,33 @@ def export_onnx(checkpoint: str | Path | None, folder: str | Path) -> Path:
     with torch.no_grad():
         mask, *memory = encoder(images, widths)
         h = model.encode(images[:1])[1][0]
-    mem_names = _names("memory", layers)
+    heads, head_dim = memory[0].shape[1], memory[0].shape[3]
+    mem_names, cache_names, new_names = _names("memory", layers), _names("cache", layers), _names("new_cache", layers)
+    caches = [torch.zeros(2, heads, 3, head_dim) for _ in range(2 * layers)]
     with warnings.catch_warnings():
         # The TorchScript-based exporter (the torch.export-based one needs onnxscript, which is not installed) warns
         # that it is deprecated, and that two Python checks become constants: a position-table bound and "one new
         # token" (no causal mask), both true at every decoding step. tests/test_onnx_export.py compares with torch.
         warnings.simplefilter("ignore")
-        _export_graphs(model, vocab, encoder, images, widths, mask, memory, layers, mem_names, folder)
-    heads, head_dim = memory[0].shape[1], memory[0].shape[3]
+        torch.onnx.export(encoder, (images, widths), folder / "encoder.onnx", dynamo=False, opset_version=OPSET,
+                          input_names=["images", "widths"], output_names=["mask", *mem_names],
+                          dynamic_axes={"images": {0: "batch", 3: "width"}, "widths": {0: "batch"},
+                                        "mask": {0: "batch", 1: "positions"},
+                                        **{name: {0: "batch", 2: "positions"} for name in mem_names}})
+        torch.onnx.export(_Step(model).eval(), (torch.tensor([vocab.sos_id] * 2), mask, *memory, *caches),
+                          folder / "step.onnx", dynamo=False, opset_version=OPSET,
+                          input_names=["prev", "mask", *mem_names, *cache_names],
+                          output_names=["log_probs", "attention", *new_names],
+                          dynamic_axes={"prev": {0: "batch"}, "mask": {0: "batch", 1: "positions"},
+                                        "attention": {0: "batch", 1: "positions"}, "log_probs": {0: "batch"},
+                                        **{n: {0: "batch", 2: "positions"} for n in mem_names},
+                                        **{n: {0: "batch", 2: "steps"} for n in cache_names},
+                                        **{n: {0: "batch", 2: "steps_plus_one"} for n in new_names}})
     meta = {"name": config.name, "config": config.to_dict(), "vocab": vocab.tokens, "layers": layers,
             "heads": heads, "head_dim": head_dim, "feature_height": h, "max_len": model.max_len,
             "pad_id": model.pad_id, "sos_id": model.sos_id, "eos_id": model.eos_id}
     (folder / "model.json").write_text(json.dumps(meta, indent=1) + "\n")
     return folder
-
-
-def _export_graphs(model, vocab, encoder, images, widths, mask, memory, layers, mem_names, folder) -> None:
-    torch.onnx.export(encoder, (images, widths), folder / "encoder.onnx", dynamo=False, opset_version=OPSET,
-                      input_names=["images", "widths"], output_names=["mask", *mem_names],
-                      dynamic_axes={"images": {0: "batch", 3: "width"}, "widths": {0: "batch"},
-                                    "mask": {0: "batch", 1: "positions"},
-                                    **{name: {0: "batch", 2: "positions"} for name in mem_names}})
-    heads, head_dim = memory[0].shape[1], memory[0].shape[3]
-    caches = [torch.zeros(2, heads, 3, head_dim) for _ in range(2 * layers)]
-    cache_names, new_names = _names("cache", layers), _names("new_cache", layers)
-    torch.onnx.export(_Step(model).eval(), (torch.tensor([vocab.sos_id] * 2), mask, *memory, *caches),
-                      folder / "step.onnx", dynamo=False, opset_version=OPSET,
-                      input_names=["prev", "mask", *mem_names, *cache_names],
-                      output_names=["log_probs", "attention", *new_names],
-                      dynamic_axes={"prev": {0: "batch"}, "mask": {0: "batch", 1: "positions"},
-                                    "attention": {0: "batch", 1: "positions"}, "log_probs": {0: "batch"},
-                                    **{n: {0: "batch", 2: "positions"} for n in mem_names},
-                                    **{n: {0: "batch", 2: "steps"} for n in cache_names},
-                                    **{n: {0: "batch", 2: "steps_plus_one"} for n in new_names}})
 
 
 class OnnxRecognizer:

@@ -15,7 +15,6 @@ behind any HTTP load balancer answer alike.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
 import secrets
@@ -29,9 +28,8 @@ import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
-from PIL import Image
 
-from ocrlib.data.dataset import BadImage, gray_from_bytes
+from ocrlib.data.dataset import BadImage, gray_from_bytes, png_bytes
 from ocrlib.data.katex import KATEX_VERSION, VENDOR_DIR
 from ocrlib.data.render_mathtext import error_line, render_mathtext
 from ocrlib.errors import BadInput
@@ -68,7 +66,7 @@ class MicroBatcher:
     def __init__(self, read, max_batch: int, window_s: float, queue_size: int):
         self.read, self.max_batch, self.window_s = read, max_batch, window_s
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=queue_size)
-        self.batch_sizes: list[int] = []  # of every batch decoded (for /health and the load figures)
+        self.batches = self.images = 0  # decoded so far (their mean size is on /health)
         self.task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -104,7 +102,7 @@ class MicroBatcher:
             batch = await self._collect()
             for beam in {item[1] for item in batch}:  # one decode per beam width asked for
                 group = [item for item in batch if item[1] == beam]
-                self.batch_sizes.append(len(group))
+                self.batches, self.images = self.batches + 1, self.images + len(group)
                 try:
                     readings = await asyncio.to_thread(self.read, [gray for gray, _, _ in group], beam)
                 except Exception as err:  # a failed batch fails its requests, never the loop
@@ -124,12 +122,6 @@ def typesets(latex: str) -> bool:
         return render_mathtext(latex, dpi=40) is not None
     except Exception:  # mathtext raises ValueError, ParseFatalException...
         return False
-
-
-def png_bytes(gray: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(gray).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 async def read_limited(stream, limit: int) -> bytes:
@@ -177,7 +169,8 @@ def create_app(reader: FormulaReader, settings: ServeSettings) -> FastAPI:
             raise HTTPException(503, "busy: the queue is full, retry shortly", headers={"Retry-After": "1"}) from None
         except asyncio.TimeoutError:
             raise HTTPException(504, f"not answered within {settings.timeout_s:g} s") from None
-        return {**reading.as_dict(attention), "renders": typesets(reading.latex),
+        renders = await asyncio.to_thread(typesets, reading.latex)  # mathtext off the event loop
+        return {**reading.as_dict(attention), "renders": renders,
                 "ms": round(1000 * (time.perf_counter() - started), 1), "batch": batch,
                 "model": reader.config.name}
 
@@ -243,9 +236,9 @@ def create_app(reader: FormulaReader, settings: ServeSettings) -> FastAPI:
 
     @app.get("/health")
     def health() -> dict:
-        sizes = batcher.batch_sizes
         return {"status": "ok", "model": reader.config.name, "queued": batcher.queue.qsize(),
-                "batches": len(sizes), "mean_batch": round(float(np.mean(sizes)), 2) if sizes else None,
+                "batches": batcher.batches,
+                "mean_batch": round(batcher.images / batcher.batches, 2) if batcher.batches else None,
                 "auth": settings.token is not None, "katex": katex is not None}
 
     @app.get("/models", dependencies=[Depends(authorised)])

@@ -2,21 +2,15 @@
 and a resumed run ends with the weights of the run that never stopped (every rank's RNG is restored)."""
 import os
 import shutil
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 from ocrlib.checkpoints import read_checkpoint
+from ocrlib.load import free_port
 
 from helpers import tiny_config, write_dataset
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_rank(rank: int, world_size: int, port: int, config, run_dirs: list, out_dir: str,

@@ -4,7 +4,6 @@ import asyncio
 import io
 import os
 import shutil
-import socket
 import threading
 import time
 from types import SimpleNamespace
@@ -16,19 +15,15 @@ from PIL import Image
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install -e '.[serve]')")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from ocrlib.data.dataset import png_bytes  # noqa: E402
 from ocrlib.data.render import render_one  # noqa: E402
+from ocrlib.load import free_port  # noqa: E402
 from ocrlib.pretrained import WEIGHTS  # noqa: E402
 from ocrlib.reader import FormulaReader, Reading  # noqa: E402
 from ocrlib.serve import SAMPLES, Busy, MicroBatcher, ServeSettings, create_app  # noqa: E402
 
 needs_model = pytest.mark.skipif(not WEIGHTS.is_file(), reason="no shipped model in ocrlib/pretrained/")
 FORMULA = r"f(x)=2x+1"  # read exactly by the shipped model (tests/test_pretrained.py, candidate 1)
-
-
-def png(gray: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(gray).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +35,7 @@ def reader():
 
 @pytest.fixture(scope="module")
 def formula_png():
-    return png(render_one(FORMULA, "mathtext", seed=0, index=1))
+    return png_bytes(render_one(FORMULA, "mathtext", seed=0, index=1))
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +69,7 @@ def bad_requests(formula_png: bytes) -> dict[str, tuple[dict, int, str]]:
     """name -> (request keyword arguments, expected status, a word of the expected reason)."""
     bomb = io.BytesIO()
     Image.new("1", (8000, 8000), 1).save(bomb, format="PNG")  # 64 M pixels in a few kB
-    white = png(np.full((40, 120), 255, np.uint8))
+    white = png_bytes(np.full((40, 120), 255, np.uint8))
     image = {"content-type": "image/png"}
     return {
         "empty body": ({"content": b"", "headers": image}, 400, "empty"),
@@ -83,7 +78,7 @@ def bad_requests(formula_png: bytes) -> dict[str, tuple[dict, int, str]]:
         "decompression bomb": ({"content": bomb.getvalue(), "headers": image}, 422, "too many pixels"),
         "upload over the limit": ({"content": b"\x89PNG" + bytes(600_000), "headers": image}, 413, "larger than"),
         "wrong content type": ({"content": b"x = 1", "headers": {"content-type": "text/plain"}}, 415, "content type"),
-        "1-pixel image": ({"content": png(np.zeros((1, 1), np.uint8)), "headers": image}, 422, "too small"),
+        "1-pixel image": ({"content": png_bytes(np.zeros((1, 1), np.uint8)), "headers": image}, 422, "too small"),
         "all-white image": ({"content": white, "headers": image}, 422, "blank"),
         "form without file": ({"files": {"other": ("f.png", formula_png, "image/png")}}, 400, "no `file`"),
     }
@@ -191,7 +186,7 @@ def test_a_full_queue_refuses_at_once_and_a_failed_batch_fails_only_its_requests
 
 def test_busy_and_slow_answers_are_503_with_retry_after_and_504():
     slow = SimpleNamespace(read=fake_read(0.5), config=SimpleNamespace(name="fake"))
-    image = {"content": png(np.tile(np.arange(0, 250, 10, dtype=np.uint8), (8, 1))),
+    image = {"content": png_bytes(np.tile(np.arange(0, 250, 10, dtype=np.uint8), (8, 1))),
              "headers": {"content-type": "image/png"}}
     with TestClient(create_app(slow, ServeSettings(queue_size=1, max_batch=1, timeout_s=0.2))) as c:
         assert c.post("/predict", **image).status_code == 504
@@ -204,12 +199,6 @@ def test_busy_and_slow_answers_are_503_with_retry_after_and_504():
         statuses = sorted(r.status_code for r in results)
         assert 503 in statuses and set(statuses) <= {503, 504}
         assert all(r.headers["retry-after"] == "1" for r in results if r.status_code == 503)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

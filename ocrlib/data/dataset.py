@@ -87,6 +87,13 @@ def gray_from_bytes(data: bytes, name: str = "upload", max_pixels: int = MAX_PIX
     return _decode_gray(io.BytesIO(data), name, max_pixels, min_side)
 
 
+def png_bytes(gray: np.ndarray) -> bytes:
+    """A uint8 (H, W) image as PNG file bytes (what an upload carries; `gray_from_bytes` reads it back)."""
+    buffer = io.BytesIO()
+    Image.fromarray(gray).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def _decode_gray(source, name: str | Path, max_pixels: int, min_side: int) -> np.ndarray:
     try:
         with warnings.catch_warnings():
