@@ -2,10 +2,12 @@
 
 Decoding drives a model through its step API (see ocrlib.models.base):
     state = model.init_state(images, widths); log_probs, state = model.step(state, prev)
-    model.reorder_state(state, idx)
-Transformer decoders keep a key/value cache in the state (each step feeds one token; the encoder
-memory keys/values are projected once in init_state); attention decoders keep the projected
-memory keys. So a step costs one token's worth of work, never a recomputation of the prefix.
+and gathers rows of the state with `reorder` (every tensor in it is batch-first). Transformer decoders keep
+a key/value cache in the state (each step feeds one token; the encoder memory keys/values are projected
+once in init_state); attention decoders keep the projected memory keys. So a step costs one token's worth
+of work, never a recomputation of the prefix (`greedy_uncached` is that reference). What all hypotheses of
+an image share (its memory and their projections) sits under state["per_image"]: beam search neither
+copies nor reorders it, and the decoders let an image's hypotheses attend to it together.
 
 Output convention: tokens (B, L) without sos, eos then pad; scores = summed token log-probs.
 """
@@ -28,12 +30,17 @@ class DecodeResult:
     beam_scores: torch.Tensor | None = None  # (B, K) their ranking scores (sum log p / length ** penalty)
 
 
-def reorder(state, index: torch.Tensor):
-    """Gather rows `index` of every tensor in a (nested) state; other values pass through."""
+PER_IMAGE = "per_image"  # the state entry of what every hypothesis of an image shares
+
+
+def reorder(state, index: torch.Tensor, per_image: bool = True):
+    """Gather rows `index` of every tensor in a (nested) state; other values pass through. per_image=False
+    leaves state["per_image"] as it is (beam search: `index` moves hypotheses within their images)."""
     if isinstance(state, torch.Tensor):
         return state.index_select(0, index)
     if isinstance(state, dict):
-        return {key: reorder(value, index) for key, value in state.items()}
+        return {key: value if key == PER_IMAGE and not per_image else reorder(value, index)
+                for key, value in state.items()}
     if isinstance(state, (list, tuple)):
         return type(state)(reorder(value, index) for value in state)
     return state
@@ -158,7 +165,7 @@ def greedy(model, images: torch.Tensor, max_len: int, constraint: BracketConstra
             break
         if ended.any():
             keep = (~ended).nonzero().squeeze(1)
-            state, rows, tok = model.reorder_state(state, keep), rows[keep], tok[keep]
+            state, rows, tok = reorder(state, keep), rows[keep], tok[keep]
             cstate = reorder(cstate, keep) if constraint else None
         prev = tok
     L = t + 1
@@ -178,7 +185,7 @@ def beam_search(model, images: torch.Tensor, max_len: int, beam: int, constraint
     """
     B, K, device = images.size(0), beam, images.device
     N = B * K
-    state = model.reorder_state(model.init_state(images, widths), torch.arange(B, device=device).repeat_interleave(K))
+    state = reorder(model.init_state(images, widths), torch.arange(B, device=device).repeat_interleave(K), per_image=False)
     scores = torch.full((B, K), NEG_INF, device=device)
     scores[:, 0] = 0.0  # one live hypothesis per image at the start, so no duplicate beams
     lengths = torch.zeros(B, K, device=device)
@@ -212,7 +219,7 @@ def beam_search(model, images: torch.Tensor, max_len: int, beam: int, constraint
         tok = tok.view(N)
         tokens = torch.cat([tokens.index_select(0, src), tok[:, None]], dim=1)  # (N, t+1)
         token_log_probs = torch.cat([token_log_probs.index_select(0, src), gained], dim=1)
-        state = model.reorder_state(state, src)
+        state = reorder(state, src, per_image=False)
         if state.get("attn") is not None:
             step_attn = state["attn"][:, None]  # (N, 1, S), already reordered with the state
             attention = step_attn if attention is None else torch.cat([attention.index_select(0, src), step_attn], 1)
@@ -231,3 +238,22 @@ def beam_search(model, images: torch.Tensor, max_len: int, beam: int, constraint
         maps = maps * (tokens.index_select(0, best) != model.pad_id)[:, :, None, None]
     return DecodeResult(tokens.index_select(0, best), scores.view(N).index_select(0, best), maps,
                         token_log_probs.index_select(0, best), tokens.index_select(0, ranked).view(B, K, -1), final)
+
+
+@torch.no_grad()
+def greedy_uncached(model, images: torch.Tensor, max_len: int, widths: torch.Tensor | None = None) -> torch.Tensor:
+    """The reference `greedy` is measured and tested against: the image is encoded once, but every step runs
+    the decoder's training pass over the whole prefix again (memory keys/values projected anew, no cache), as
+    the team's code did. Models with a sequence decoder only. -> tokens (B, max_len) (eos, then pad)."""
+    memory, _, mask = model.encode_masked(images, widths)
+    B = images.size(0)
+    tokens = torch.full((B, max_len), model.pad_id, dtype=torch.long, device=images.device)
+    ended = torch.zeros(B, dtype=torch.bool, device=images.device)
+    for t in range(max_len):
+        logits = model.decoder(memory, tokens[:, :t + 1], 1.0, mask)[:, t]  # inputs: sos, tokens[:t]
+        tok = _never_emitted(logits.log_softmax(-1), model).argmax(-1)
+        tokens[:, t] = torch.where(ended, model.pad_id, tok)
+        ended |= tok == model.eos_id
+        if ended.all():
+            break
+    return tokens

@@ -6,7 +6,7 @@ onnxruntime model behind the decoding step API.
     step.onnx     prev (N,), mask, memory keys/values, self-attention caches (N, heads, t, dh) ->
                   log_probs (N, V), attention (N, S), caches extended to t + 1
     model.json    token ids, vocabulary, the feature grid's height, layer count
-`OnnxRecognizer(folder)` runs them with onnxruntime and offers `init_state` / `step` / `reorder_state`, so
+`OnnxRecognizer(folder)` runs them with onnxruntime and offers `init_state` / `step`, so
 ocrlib.decoding's greedy and beam search (and `FormulaReader(runtime="onnx")`, `serve --runtime onnx`) use it as
 they use the torch model. Only models whose decoder is ocrlib.models.layers.TransformerDecoder export.
 """
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ocrlib.checkpoints import export_weights, load_checkpoint
-from ocrlib.decoding import beam_search, greedy, reorder
+from ocrlib.decoding import beam_search, greedy
 from ocrlib.errors import BadInput
 from ocrlib.models.layers import ColumnPadding, TransformerDecoder, key_mask
 from ocrlib.pretrained import MAX_BYTES, WEIGHTS, default_checkpoint
@@ -144,9 +144,6 @@ class OnnxRecognizer:
         log_probs, attention, *caches = self.stepper.run(None, feeds)
         return torch.from_numpy(log_probs), dict(state, caches=[torch.from_numpy(c) for c in caches],
                                                  attn=torch.from_numpy(attention))
-
-    def reorder_state(self, state: dict, index: torch.Tensor) -> dict:
-        return reorder(state, index)
 
     def decode(self, images: torch.Tensor, max_len: int | None = None, beam: int = 1, constraints=None,
                length_penalty: float = 1.0, widths: torch.Tensor | None = None):

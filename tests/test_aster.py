@@ -62,7 +62,7 @@ def test_the_image_is_not_drowned_by_the_token_embedding_at_initialisation(name,
     with torch.no_grad():
         state = model.init_state(images)
         _, state = model.step(state, targets[:, 0])
-        context = torch.bmm(state["attn"][:, None], state["memory"]).squeeze(1)  # (B, C)
+        context = torch.bmm(state["attn"][:, None], state["per_image"]["memory"]).squeeze(1)  # (B, C)
         embedding = model.decoder.embed(targets[:, 0])  # (B, E)
     ratio = (context.norm(dim=-1) / embedding.norm(dim=-1)).mean().item()
     assert ratio > 0.5, f"{name}: attention context / token embedding norm = {ratio:.3f}"

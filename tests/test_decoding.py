@@ -6,7 +6,7 @@ import itertools
 import pytest
 import torch
 
-from ocrlib.decoding import BracketConstraint, beam_search, greedy, reorder
+from ocrlib.decoding import BracketConstraint, beam_search, greedy
 from ocrlib.models import create_model
 
 TOKENS = ["<pad>", "<sos>", "<eos>", "<unk>", "{", "}", "(", ")", "[", "]", "\\left(", "\\right)", "\\right.",
@@ -68,9 +68,6 @@ class TableModel:
     def step(self, state, prev):
         log_probs = self.table[state["image"], state["t"], prev]  # (N, V)
         return log_probs, {"image": state["image"], "t": state["t"] + 1}
-
-    def reorder_state(self, state, index):
-        return reorder(state, index)
 
 
 def recompute_greedy(model, images, max_len):

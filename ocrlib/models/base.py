@@ -28,7 +28,8 @@ Step API that `ocrlib.decoding` drives (greedy and beam search live once, for al
 
     state = model.init_state(images, widths)  # encodes once; dict whose tensors are batch-first
     log_probs, state = model.step(state, prev_tokens (N,))   # (N, V); state["attn"] (N, h*w) optional
-    state = model.reorder_state(state, index) # beams: gather rows (generic index_select over the dict)
+    # ocrlib.decoding.reorder gathers rows of a state (beams, ended images); state["per_image"] holds what
+    # every hypothesis of an image shares (beam search keeps one copy per image)
 
 A subclass normally defines `encode(images, pad) -> (memory (B,S,C), (h, w))` (pad: a
 layers.ColumnPadding or None) and sets `self.decoder` to a layers.TransformerDecoder or
@@ -45,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ocrlib.config import ModelConfig, make_section
-from ocrlib.decoding import DecodeResult, beam_search, greedy, reorder
+from ocrlib.decoding import DecodeResult, beam_search, greedy
 from ocrlib.models.layers import ColumnPadding, key_mask
 
 __all__ = ["Recognizer", "ParallelRecognizer", "DecodeResult"]
@@ -108,9 +109,6 @@ class Recognizer(nn.Module):
     def step(self, state: dict, prev_tokens: torch.Tensor) -> tuple[torch.Tensor, dict]:
         logits, new = self.decoder.step(state, prev_tokens)
         return logits.log_softmax(-1), dict(new, hw=state["hw"])  # (N, V)
-
-    def reorder_state(self, state: dict, index: torch.Tensor) -> dict:
-        return reorder(state, index)
 
     @torch.no_grad()
     def decode(self, images: torch.Tensor, max_len: int | None = None, beam: int = 1, constraints=None,

@@ -165,6 +165,62 @@ class ShallowCNN(nn.Module):
         return run_zeroing_padding(self.body, images, pad)  # (B, C, H/2^pools, W/2^pools)
 
 
+class DenseLayer(nn.Module):
+    """DenseNet-BC bottleneck (Huang et al. 2017): BN, ReLU, 1x1 conv to `bottleneck` channels, BN, ReLU,
+    3x3 conv to `growth` channels, concatenated to the input."""
+
+    takes_padding = True
+
+    def __init__(self, in_ch: int, growth: int, bottleneck: int, dropout: float = 0.0):
+        super().__init__()
+        self.reduce = nn.Sequential(nn.BatchNorm2d(in_ch), nn.ReLU(inplace=True), nn.Conv2d(in_ch, bottleneck, 1, bias=False),
+                                    nn.BatchNorm2d(bottleneck), nn.ReLU(inplace=True))
+        self.grow = nn.Sequential(nn.Conv2d(bottleneck, growth, 3, padding=1, bias=False), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor, pad: ColumnPadding | None = None) -> torch.Tensor:
+        return torch.cat([x, self.grow(zero_padding(self.reduce(x), pad))], dim=1)  # the 3x3 conv sees zeros beside
+
+
+class DenseTransition(nn.Module):
+    """BN, ReLU, 1x1 conv, then 2x2 average pooling unless pool=False."""
+
+    takes_padding = True
+
+    def __init__(self, in_ch: int, out_ch: int, pool: bool = True):
+        super().__init__()
+        self.body = nn.Sequential(nn.BatchNorm2d(in_ch), nn.ReLU(inplace=True), nn.Conv2d(in_ch, out_ch, 1, bias=False))
+        self.pool = nn.AvgPool2d(2) if pool else nn.Identity()
+
+    def forward(self, x: torch.Tensor, pad: ColumnPadding | None = None) -> torch.Tensor:
+        return self.pool(zero_padding(self.body(x), pad))  # pooling averages image columns with zeros, as alone
+
+
+class DenseNetStem(nn.Module):
+    """The competition baseline's CNN before its SATRN encoder: a DenseNet-BC to 1/8 resolution. 7x7 conv
+    stride 2, 2x2 max-pool, dense block, transition (halving channels, 2x2 average pool), dense block, 1x1 conv
+    to `out_channels`. With the defaults (stem 48, growth 24, depth 16, bottleneck 3 x growth) a block adds
+    384 channels: 48 -> 432 -> 216 -> 600 -> out (the team's 300), 1.52 M parameters."""
+
+    def __init__(self, in_channels: int, out_channels: int, stem: int = 48, growth: int = 24, depth: int = 16,
+                 dropout: float = 0.0):
+        super().__init__()
+        layers: list[nn.Module] = [conv_bn_relu(in_channels, stem, 7, 2), nn.MaxPool2d(2)]
+        width = stem
+        for block in range(2):
+            for _ in range(depth):
+                layers.append(DenseLayer(width, growth, 3 * growth, dropout))
+                width += growth
+            last = block == 1
+            layers.append(DenseTransition(width, out_channels if last else width // 2, pool=not last))
+            width //= 2
+        self.body = nn.Sequential(*layers)
+        self.out_channels = out_channels
+        self.reduction = 8
+
+    def forward(self, images: torch.Tensor, pad: ColumnPadding | None = None) -> torch.Tensor:
+        return run_zeroing_padding(self.body, images, pad)  # (B, C, H/8, W/8)
+
+
 class BasicBlock(nn.Module):
     """He et al. (2016) basic residual block; stride may be a (h, w) pair, e.g. (2, 1) as in ASTER."""
 
@@ -229,14 +285,16 @@ class MultiHeadAttention(nn.Module):
     (encoder memory in cross-attention; the self-attention cache while decoding).
     """
 
-    def __init__(self, d_model: int, n_heads: int, head_dim: int | None = None, dropout: float = 0.0):
+    def __init__(self, d_model: int, n_heads: int, head_dim: int | None = None, dropout: float = 0.0,
+                 source_dim: int | None = None):
         super().__init__()
         self.n_heads = n_heads
         self.head_dim = head_dim or d_model // n_heads
         inner = n_heads * self.head_dim
+        source_dim = source_dim or d_model  # keys/values may come from a wider memory (the team's decoder: 128 on 300)
         self.q_proj = nn.Linear(d_model, inner)
-        self.k_proj = nn.Linear(d_model, inner)
-        self.v_proj = nn.Linear(d_model, inner)
+        self.k_proj = nn.Linear(source_dim, inner)
+        self.v_proj = nn.Linear(source_dim, inner)
         self.out_proj = nn.Linear(inner, d_model)
         self.dropout = dropout
 
@@ -250,7 +308,14 @@ class MultiHeadAttention(nn.Module):
     def attend(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
                need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x (B,T,D) queries; k, v (B,h,S,dh); mask bool, True = may attend, broadcastable to (B,h,T,S).
-        Returns (B,T,D) and, if asked, the head-averaged weights (B,T,S)."""
+        Returns (B,T,D) and, if asked, the head-averaged weights (B,T,S).
+
+        k, v may hold fewer rows than x: n images' memory for n * K hypotheses in image order (beam search).
+        Each image's K hypotheses then attend as K * T queries of one matrix product, so the memory is
+        never copied per hypothesis (mask: per image, (n,1,1,S))."""
+        rows = x.size(0)
+        if k.size(0) != rows:
+            x = x.reshape(k.size(0), -1, x.size(-1))  # (n, K*T, D)
         q = self._split(self.q_proj(x))  # (B, h, T, dh)
         p = self.dropout if self.training else 0.0
         weights = None
@@ -263,8 +328,9 @@ class MultiHeadAttention(nn.Module):
             weights = attn.mean(1)  # (B, T, S)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, h, T, dh)
-        B, _, T, _ = out.shape
-        out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, h*dh)
+        out = out.transpose(1, 2).reshape(rows, -1, self.n_heads * self.head_dim)  # (B, T, h*dh)
+        if weights is not None:
+            weights = weights.reshape(rows, -1, weights.size(-1))
         return self.out_proj(out), weights
 
     def forward(self, x: torch.Tensor, source: torch.Tensor | None = None, mask: torch.Tensor | None = None):
@@ -341,12 +407,13 @@ class TransformerDecoderLayer(nn.Module):
     """Pre-norm decoder layer: causal self-attention with a key/value cache, cross-attention on
     pre-projected encoder memory, feed-forward."""
 
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.1, head_dim: int | None = None):
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.1, head_dim: int | None = None,
+                 memory_dim: int | None = None):
         super().__init__()
         self.norm1 = nn.LayerNorm(d_model)
         self.self_attn = MultiHeadAttention(d_model, n_heads, head_dim, dropout)
         self.norm2 = nn.LayerNorm(d_model)
-        self.cross_attn = MultiHeadAttention(d_model, n_heads, head_dim, dropout)
+        self.cross_attn = MultiHeadAttention(d_model, n_heads, head_dim, dropout, source_dim=memory_dim)
         self.norm3 = nn.LayerNorm(d_model)
         self.ff = FeedForward(d_model, d_ff, dropout)
         self.dropout = nn.Dropout(dropout)
@@ -377,15 +444,22 @@ class TransformerDecoder(nn.Module):
     sampling (Duckworth et al. 2019; Mihaylova & Martins 2019): a teacher-forced pass without
     gradients predicts every position at once, each decoder input is then the gold token with
     probability tf_ratio and the prediction otherwise, and a second pass on that mix gives the logits.
+    `scheduled="loop"` keeps the sequential original (Bengio et al. 2015, the team's code): one token at a
+    time, each input the gold token or the previous step's argmax; it is the reference `make bench` times
+    two_pass against.
     Decoding: `init_state(memory)` projects the memory keys/values of every layer once;
     `step(state, prev)` feeds one token and extends each layer's self-attention cache.
     """
 
     def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, d_ff: int,
                  dropout: float = 0.1, head_dim: int | None = None, max_len: int = 512,
-                 pad_id: int = 0, sos_id: int = 1, sample: bool = False):
+                 pad_id: int = 0, sos_id: int = 1, sample: bool = False, memory_dim: int | None = None,
+                 scheduled: str = "two_pass"):
         super().__init__()
+        if scheduled not in ("two_pass", "loop"):
+            raise ValueError(f"scheduled must be 'two_pass' or 'loop', not {scheduled!r}")
         self.sos_id = sos_id
+        self.scheduled = scheduled
         self.sample = sample  # scheduled sampling: sample predictions instead of argmax
         self.embed = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
         # Embeddings start at std d_model^-0.5, so embed * sqrt(d_model) has unit scale like the sinusoids.
@@ -398,7 +472,7 @@ class TransformerDecoder(nn.Module):
         self.pos = PositionalEncoding1D(d_model, max_len + 1)  # + 1: the sos position
         self.dropout = nn.Dropout(dropout)
         self.layers = nn.ModuleList(
-            TransformerDecoderLayer(d_model, n_heads, d_ff, dropout, head_dim) for _ in range(n_layers)
+            TransformerDecoderLayer(d_model, n_heads, d_ff, dropout, head_dim, memory_dim) for _ in range(n_layers)
         )
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, vocab_size)
@@ -441,18 +515,29 @@ class TransformerDecoder(nn.Module):
             mixed = torch.where(keep_gold, targets, pred)  # (B, T)
         return self.teacher_forced(memory_kv, mixed, mask)
 
+    def loop(self, memory_kv: list[KV], targets: torch.Tensor, tf_ratio: float,
+             mask: torch.Tensor | None = None) -> torch.Tensor:
+        prev, caches, outputs = targets.new_full((targets.size(0),), self.sos_id), None, []
+        for t in range(targets.size(1)):
+            logits, caches, _ = self.run(prev[:, None], memory_kv, caches, memory_mask=mask)  # (B, 1, V)
+            outputs.append(logits[:, 0])
+            keep_gold = torch.rand(prev.shape, device=prev.device) < tf_ratio
+            prev = torch.where(keep_gold, targets[:, t], logits[:, 0].detach().argmax(-1))
+        return torch.stack(outputs, dim=1)  # (B, T, V)
+
     def forward(self, memory: torch.Tensor, targets: torch.Tensor, tf_ratio: float = 1.0,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
         memory_kv = self.memory_kv(memory)
         if tf_ratio < 1.0:
-            return self.two_pass(memory_kv, targets, tf_ratio, mask)
+            return (self.two_pass if self.scheduled == "two_pass" else self.loop)(memory_kv, targets, tf_ratio, mask)
         return self.teacher_forced(memory_kv, targets, mask)  # (B, T, V)
 
     def init_state(self, memory: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
-        return {"memory_kv": self.memory_kv(memory), "caches": None, "mask": mask}
+        return {"per_image": {"memory_kv": self.memory_kv(memory), "mask": mask}, "caches": None}
 
     def step(self, state: dict, prev: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        logits, caches, weights = self.run(prev[:, None], state["memory_kv"], state["caches"], True, state["mask"])
+        shared = state["per_image"]  # may hold fewer rows than prev: one per image under beam search
+        logits, caches, weights = self.run(prev[:, None], shared["memory_kv"], state["caches"], True, shared["mask"])
         return logits[:, 0], dict(state, caches=caches, attn=weights[:, 0])
 
 
@@ -474,13 +559,16 @@ class AdditiveAttention(nn.Module):
 
     def forward(self, query: torch.Tensor, memory: torch.Tensor, keys: torch.Tensor,
                 mask: torch.Tensor | None = None):
-        """query (B,Q), memory (B,S,C), keys = project_memory(memory), mask (B,S) bool (True = image)
-        -> context (B,C), weights (B,S)."""
-        scores = self.score(torch.tanh(keys + self.query(query)[:, None])).squeeze(-1)  # (B, S)
+        """query (N,Q); memory (B,S,C), keys = project_memory(memory), mask (B,S) bool (True = image) of the B
+        images of N = B * K queries in image order (K hypotheses per image under beam search)
+        -> context (N,C), weights (N,S)."""
+        B, S, _ = memory.shape
+        q = self.query(query).view(B, -1, 1, keys.size(-1))  # (B, K, 1, A)
+        scores = self.score(torch.tanh(keys[:, None] + q)).squeeze(-1)  # (B, K, S)
         if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
+            scores = scores.masked_fill(~mask[:, None], float("-inf"))
         weights = scores.softmax(-1)
-        return torch.bmm(weights[:, None], memory).squeeze(1), weights
+        return torch.bmm(weights, memory).flatten(0, 1), weights.flatten(0, 1)  # (N, C), (N, S)
 
 
 class AttentionRNNDecoder(nn.Module):
@@ -513,14 +601,15 @@ class AttentionRNNDecoder(nn.Module):
         else:
             keep = mask.to(memory.dtype)[:, :, None]  # (B, S, 1)
             mean = (memory * keep).sum(1) / keep.sum(1)
-        state = {"memory": memory, "keys": self.attention.project_memory(memory), "h": torch.tanh(self.init_h(mean)),
-                 "mask": mask}
+        state = {"per_image": {"memory": memory, "keys": self.attention.project_memory(memory), "mask": mask},
+                 "h": torch.tanh(self.init_h(mean))}
         if self.init_c is not None:
             state["c"] = torch.tanh(self.init_c(mean))
         return state
 
     def step(self, state: dict, prev: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        context, weights = self.attention(state["h"], state["memory"], state["keys"], state["mask"])  # (N,C), (N,S)
+        shared = state["per_image"]
+        context, weights = self.attention(state["h"], shared["memory"], shared["keys"], shared["mask"])  # (N,C), (N,S)
         x = torch.cat([self.embed(prev), context], dim=-1)  # (N, E + C)
         new = dict(state, attn=weights)
         if self.init_c is not None:
