@@ -29,6 +29,7 @@ from ocrlib.config import load_config
 from ocrlib.data.build import printed_corpus
 from ocrlib.data.dataset import FormulaDataset, make_loader, padded_share
 from ocrlib.data.render import available_renderer, render_dataset, render_one
+from ocrlib.decoding import greedy_uncached
 from ocrlib.errors import BadInput
 from ocrlib.models import create_model, model_from_config
 from ocrlib.tokens import Vocab
@@ -85,25 +86,28 @@ def training_throughput(model: str, keep_aspect: bool, steps: int, n_formulas: i
     with tempfile.TemporaryDirectory(prefix="ocrlib-bench-") as tmp:
         render_dataset(formulas, Path(tmp), "mathtext", seed=0, workers=2, progress=False)
         dataset = FormulaDataset.for_config(tmp, Vocab.load(Path(tmp) / "tokens.txt"), config.data)
-        loader = make_loader(dataset, config.training.batch_size, seed=0)
-        batches = [batch for batch, _ in zip(loader, range(steps + 2))]
-    torch.manual_seed(0)
-    net = model_from_config(config, dataset.vocab).train()
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
-    images = 0
-    for i, batch in enumerate(batches):
-        if i == 2:  # two warm-up steps
-            started, images = time.perf_counter(), 0
-        _, loss = net.forward_logits_loss(batch["images"], batch["targets"], 1.0, 0.0, batch["widths"])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        images += len(batch["paths"])
-    seconds = time.perf_counter() - started
+        loader = make_loader(dataset, config.training.batch_size, seed=0, num_workers=config.training.num_workers)
+        torch.manual_seed(0)
+        net = model_from_config(config, dataset.vocab).train()
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
+        images, waited, batches = 0, 0.0, iter(loader)  # the loader runs live, as in training: its wait is measured
+        for i in range(steps + 2):
+            if i == 2:  # two warm-up steps
+                started, images, waited = time.perf_counter(), 0, 0.0
+            asked = time.perf_counter()
+            batch = next(batches)
+            waited += time.perf_counter() - asked
+            _, loss = net.forward_logits_loss(batch["images"], batch["targets"], 1.0, 0.0, batch["widths"])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            images += len(batch["paths"])
+        seconds = time.perf_counter() - started
     widths = dataset.bucket_keys if keep_aspect else [config.data.width] * len(dataset)
     return {"value": round(images / seconds, 2), "unit": "images/s", "model": model,
             "input": f"height {config.data.height}, " + ("keep-aspect" if keep_aspect else f"width {config.data.width}"),
             "batch_size": config.training.batch_size, "s_per_step": round(seconds / steps, 3), "steps": steps,
+            "data_wait_share": round(waited / seconds, 3), "loader_workers": config.training.num_workers,
             "padded_share": round(padded_share(widths, loader.batch_sampler.batches(0)), 3), "corpus": corpus}
 
 
@@ -194,8 +198,8 @@ def _measured(fn: Callable[[], object], repeats: int, model, image_size: tuple[i
             "parameters": sum(p.numel() for p in model.parameters()), "peak_rss_mb": round(_peak_rss_mb(), 1)}
 
 
-def _train_step_child(model_name, config, batch_size, seq_len, image_size, tf_ratio, steps, vocab_size) -> dict:
-    model, images, targets, size = _synthetic(model_name, config, batch_size, seq_len, image_size, vocab_size)
+def _train_step(model, images, targets, tf_ratio) -> Callable[[], None]:
+    """One training step (forward, backward, AdamW) of model on a fixed batch, as a closure."""
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
@@ -204,15 +208,38 @@ def _train_step_child(model_name, config, batch_size, seq_len, image_size, tf_ra
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+    return step
 
-    return _measured(step, steps, model, size)
+
+def _train_step_child(model_name, config, batch_size, seq_len, image_size, tf_ratio, steps, vocab_size) -> dict:
+    model, images, targets, size = _synthetic(model_name, config, batch_size, seq_len, image_size, vocab_size)
+    return _measured(_train_step(model, images, targets, tf_ratio), steps, model, size)
 
 
-def _decode_child(model_name, config, batch_size, max_len, beam, image_size, vocab_size, repeats) -> dict:
+def _decode_child(model_name, config, batch_size, max_len, beam, image_size, vocab_size, repeats, reference) -> dict:
     model, images, _, size = _synthetic(model_name, config, batch_size, max_len, image_size, vocab_size)
     model.eval()
     model.eos_id = -1  # no token ends a reading: every image decodes exactly max_len steps
+    if reference:
+        return _measured(lambda: greedy_uncached(model, images, max_len), repeats, model, size)
     return _measured(lambda: model.decode(images, max_len=max_len, beam=beam), repeats, model, size)
+
+
+def profile_train_step(model_name: str, config=None, batch_size: int = 8, seq_len: int = 40,
+                       image_size: tuple[int, int] | None = None, tf_ratio: float = 1.0, steps: int = 3,
+                       vocab_size: int = TEAM_VOCAB, top: int = 15) -> pd.DataFrame:
+    """Where a training step's time goes: torch.profiler's operators by self CPU time, in ms per step over `steps`
+    steps after a warm-up (in this process, at its thread count), with each operator's share of the step."""
+    model, images, targets, _ = _synthetic(model_name, config, batch_size, seq_len, image_size, vocab_size)
+    step = _train_step(model, images, targets, tf_ratio)
+    step()  # warm-up
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    table = pd.DataFrame([{"operator": e.key, "calls_per_step": e.count / steps,
+                           "self_ms_per_step": e.self_cpu_time_total / 1000 / steps} for e in prof.key_averages()])
+    table["share"] = table["self_ms_per_step"] / table["self_ms_per_step"].sum()
+    return table.sort_values("self_ms_per_step", ascending=False).head(top).reset_index(drop=True)
 
 
 def _in_fresh_process(fn, *args) -> dict:
@@ -240,11 +267,15 @@ def time_train_step(model_name: str, config=None, batch_size: int = 8, seq_len: 
 
 
 def time_decode(model_name: str, config=None, batch_size: int = 32, max_len: int = 64, beam: int = 1,
-                image_size: tuple[int, int] | None = None, repeats: int = 3, vocab_size: int = TEAM_VOCAB) -> dict:
+                image_size: tuple[int, int] | None = None, repeats: int = 3, vocab_size: int = TEAM_VOCAB,
+                reference: bool = False) -> dict:
     """Decoding a batch of random images for exactly `max_len` steps (greedy, or beam search of width `beam`)
-    with a freshly initialised model, in a fresh process; the same keys as `time_train_step`, plus ms_per_image."""
+    with a freshly initialised model, in a fresh process; the same keys as `time_train_step`, plus ms_per_image.
+    reference=True times `decoding.greedy_uncached` instead (no cache: the team's way), beam 1 only."""
+    if reference and beam != 1:
+        raise ValueError("the uncached reference is greedy: beam must be 1")
     result = _in_fresh_process(_decode_child, model_name, config, batch_size, max_len, beam, image_size,
-                               vocab_size, repeats)
+                               vocab_size, repeats, reference)
     return {**result, "ms_per_image": round(1000 * result["seconds"] / batch_size, 2)}
 
 
@@ -253,20 +284,38 @@ def _decode_case(runtime: str, batch: int) -> Case:
                 lambda quick: decode_speed(runtime, batch, 2 if quick else (9 if batch == 1 else 5)))
 
 
-def _step_case(model: str, tf_ratio: float) -> Case:
-    def run(quick: bool) -> dict:
-        result = time_train_step(model, tf_ratio=tf_ratio, steps=2 if quick else 5)
-        return {"value": result["seconds"], "unit": "s/step", "model": model, "batch_size": 8, "seq_len": 40,
-                "tf_ratio": tf_ratio, **{k: v for k, v in result.items() if k not in ("seconds", "flops")}}
-    return Case(f"train step {model}, batch 8, 40 tokens, tf {tf_ratio}", "train", run)
+def _config(model: str, preset: str | None, overrides: dict | None = None):
+    return load_config(model, preset=preset, overrides=overrides) if preset or overrides else None
 
 
-def _greedy_case(model: str, batch: int, beam: int = 1) -> Case:
+def _label(model: str, preset: str | None) -> str:
+    return f"{model} {preset}" if preset else model
+
+
+def _step_case(model: str, tf_ratio: float = 1.0, preset: str | None = None, batch: int = 8,
+               scheduled: str | None = None) -> Case:
+    """A training step at the team's shape (batch 8, 40 target tokens unless told), fresh process."""
+    overrides = {"model.scheduled": scheduled} if scheduled else None
+    way = f", {scheduled}" if scheduled else ""
+
     def run(quick: bool) -> dict:
-        result = time_decode(model, batch_size=batch, beam=beam, repeats=1 if quick else 3)
-        return {"value": result["ms_per_image"], "unit": "ms/image", "model": model, "batch_size": batch,
-                "beam": beam, "steps": 64, **{k: v for k, v in result.items() if k not in ("ms_per_image", "flops")}}
-    return Case(f"decode {model}, {'greedy' if beam == 1 else f'beam {beam}'}, batch {batch}, 64 steps", "decode", run)
+        result = time_train_step(model, _config(model, preset, overrides), batch_size=batch, tf_ratio=tf_ratio,
+                                 steps=2 if quick else 5)
+        return {"value": result["seconds"], "unit": "s/step", "model": _label(model, preset), "batch_size": batch,
+                "seq_len": 40, "tf_ratio": tf_ratio, **{k: v for k, v in result.items() if k not in ("seconds", "flops")}}
+    return Case(f"train step {_label(model, preset)}, batch {batch}, tf {tf_ratio}{way}", "train", run)
+
+
+def _greedy_case(model: str, batch: int, beam: int = 1, preset: str | None = None, reference: bool = False) -> Case:
+    """Decoding 64 steps per image (eos disabled), fresh process; reference = the uncached greedy loop."""
+    def run(quick: bool) -> dict:
+        result = time_decode(model, _config(model, preset), batch_size=batch, beam=beam, repeats=1 if quick else 3,
+                             reference=reference)
+        return {"value": result["ms_per_image"], "unit": "ms/image", "model": _label(model, preset),
+                "batch_size": batch, "beam": beam, "steps": 64, "cached": not reference,
+                **{k: v for k, v in result.items() if k not in ("ms_per_image", "flops")}}
+    way = "greedy, uncached" if reference else ("greedy" if beam == 1 else f"beam {beam}")
+    return Case(f"decode {_label(model, preset)}, {way}, batch {batch}", "decode", run)
 
 
 def _training_case(model: str, keep_aspect: bool) -> Case:
@@ -287,16 +336,81 @@ CASES: list[Case] = [
     _render_case("screen", 2, 1000, 200),
     _training_case("satrn", keep_aspect=False),
     _training_case("satrn", keep_aspect=True),
-    _step_case("satrn", 1.0),
+    *(_step_case(model) for model in ("satrn", "attention", "aster", "srn", "cstr")),
     _step_case("satrn", 0.5),
+    _step_case("satrn", 0.5, scheduled="loop"),
+    _step_case("satrn", batch=32),
+    _step_case("satrn", preset="competition"),
+    _step_case("satrn", 0.5, preset="competition"),
+    _step_case("satrn", 0.5, preset="competition", scheduled="loop"),
     _greedy_case("satrn", 32),
+    _greedy_case("satrn", 32, reference=True),
     _greedy_case("satrn", 1),
+    _greedy_case("satrn", 1, reference=True),
     _greedy_case("satrn", 32, beam=5),
+    _greedy_case("satrn", 32, preset="competition"),
+    _greedy_case("satrn", 32, preset="competition", reference=True),
+    _greedy_case("satrn", 1, preset="competition"),
+    _greedy_case("satrn", 1, preset="competition", reference=True),
+    _greedy_case("satrn", 32, beam=5, preset="competition"),
+    _greedy_case("attention", 32),
+    _greedy_case("attention", 32, beam=5),
     _decode_case("torch", 1),
     _decode_case("onnx", 1),
     _decode_case("torch", 32),
     _decode_case("onnx", 32),
 ]
+
+# Speed-ups measured within one run: (what, the slower case, the faster case); ratio = slower / faster.
+RATIOS: list[tuple[str, str, str]] = [
+    ("two-pass scheduled sampling vs the token loop (default SATRN, tf 0.5)",
+     "train step satrn, batch 8, tf 0.5, loop", "train step satrn, batch 8, tf 0.5"),
+    ("two-pass scheduled sampling vs the token loop (competition SATRN, tf 0.5)",
+     "train step satrn competition, batch 8, tf 0.5, loop", "train step satrn competition, batch 8, tf 0.5"),
+    ("tf 0.5 (two-pass) against tf 1.0, competition SATRN (>1 = slower)",
+     "train step satrn competition, batch 8, tf 0.5", "train step satrn competition, batch 8, tf 1.0"),
+    *((f"cached vs uncached greedy, {label}batch {b}", f"decode satrn{preset}, greedy, uncached, batch {b}",
+       f"decode satrn{preset}, greedy, batch {b}")
+      for preset, label in (("", "default SATRN, "), (" competition", "competition SATRN, ")) for b in (32, 1)),
+    ("beam 5 against greedy per image, default SATRN (>1 = slower)",
+     "decode satrn, beam 5, batch 32", "decode satrn, greedy, batch 32"),
+    ("beam 5 against greedy per image, competition SATRN (>1 = slower)",
+     "decode satrn competition, beam 5, batch 32", "decode satrn competition, greedy, batch 32"),
+    ("keep-aspect vs fixed-size training images/s (>1 = keep-aspect faster)",
+     "train satrn, fixed size", "train satrn, keep-aspect"),
+]
+
+# The competition team's own code, as measured for the performance issue (2 threads of this machine kind, batch 8,
+# 40 target tokens, 245 tokens): seconds, on a day when its training step ran at 55% of the matmul limit,
+# i.e. a limit of 109.5 GFLOP / 1.13 s / 0.55 = 176 GFLOP/s. Scaled to this run's measured limit they say what
+# the team's code would take today (the machine varies 2x between days; the share of the limit does not).
+TEAM_LIMIT_GFLOPS = 176.0
+TEAM_SECONDS = {
+    "train step satrn competition, batch 8, tf 1.0": ("team SATRN training step", 1.13),
+    "train step satrn competition, batch 8, tf 0.5": ("team SATRN training step at tf 0.5 (token loop)", 1.6),
+    "decode satrn competition, greedy, batch 32": ("team SATRN greedy, batch 32 (per image)", 0.0865),
+    "decode satrn competition, greedy, batch 1": ("team SATRN greedy, batch 1 (per image)", 0.158),
+}
+
+
+def ratios(results: list[dict]) -> list[dict]:
+    """RATIOS and the team comparisons (TEAM_SECONDS) from one run's results; pairs with a missing case are left out."""
+    by_name = {case["name"]: case for case in results}
+    rows = []
+    for what, slow, fast in RATIOS:
+        if slow in by_name and fast in by_name:
+            a, b = by_name[slow]["value"], by_name[fast]["value"]
+            if by_name[slow]["unit"] == "images/s":  # throughput: higher is faster
+                a, b = b, a
+            rows.append({"what": what, "ratio": round(a / b, 2), "slower": slow, "faster": fast})
+    for name, (what, team_seconds) in TEAM_SECONDS.items():
+        if name in by_name and "limit_gflops" in by_name[name]:
+            case = by_name[name]
+            ours = case["value"] / (1000 if case["unit"] == "ms/image" else 1)
+            team_today = team_seconds * TEAM_LIMIT_GFLOPS / case["limit_gflops"]
+            rows.append({"what": f"ocrlib vs {what}, scaled to this run's limit", "ratio": round(team_today / ours, 2),
+                         "slower": f"team {team_today:.4g} s", "faster": f"{name}: {ours:.4g} s"})
+    return rows
 
 
 def environment() -> dict:
@@ -334,16 +448,22 @@ def run_cases(cases: list[Case], quick: bool = False) -> list[dict]:
 
 
 def cli_bench(args) -> int:
-    """`python -m ocrlib bench [--out DIR] [--quick]`: run CASES, write bench.json and bench.md."""
+    """`python -m ocrlib bench [--out DIR] [--quick] [--only TEXT ...]`: run CASES (those whose name contains one
+    of the TEXTs), write bench.json and bench.md with the speed-up ratios of the run."""
     out = Path(args.out) if args.out else REPORTS_DIR
     out.mkdir(parents=True, exist_ok=True)
     env = environment()
-    results = run_cases(CASES, quick=args.quick)
-    report = {**env, "quick": bool(args.quick), "cases": results}
+    cases = [case for case in CASES if not args.only or any(text in case.name for text in args.only)]
+    if not cases:
+        raise BadInput("bench --only", f"no case name contains any of {args.only}")
+    results = run_cases(cases, quick=args.quick)
+    speedups = ratios(results)
+    report = {**env, "quick": bool(args.quick), "cases": results, "ratios": speedups}
     (out / "bench.json").write_text(json.dumps(report, indent=1) + "\n")
     header = (f"# Benchmarks\n\n{env['date']} on {env['device']} ({env['cpu_count']} cores), torch {env['torch']}, "
               f"{env['torch_threads']} threads; load average at start {env['load_average']}"
               f"{' (quick)' if args.quick else ''}.\n\n")
-    (out / "bench.md").write_text(header + cases_markdown(results))
+    ratio_table = ("\n## Ratios within this run\n\n" + markdown_table(pd.DataFrame(speedups)) + "\n") if speedups else ""
+    (out / "bench.md").write_text(header + cases_markdown(results) + ratio_table)
     print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
     return 0

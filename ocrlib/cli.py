@@ -136,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks: JSON + markdown table in reports/")
     p.add_argument("--out", default=None)
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
+    p.add_argument("--only", nargs="*", default=None, metavar="TEXT", help="only the cases whose name contains a TEXT")
 
     p = sub.add_parser("report", help="run the numbered notebooks with papermill into reports/")
     p.add_argument("--profile", default="quick")

@@ -169,6 +169,8 @@ class TrainState:
     last_log: float = field(default_factory=time.time)  # when the last log line was written
     pixels: int = 0  # input pixels since the last log line, padding included (the padded share)
     image_pixels: int = 0  # of which image
+    step_s: float = 0.0  # seconds in optimiser steps since the last log line
+    wait_s: float = 0.0  # of which waiting for the loader's next batch (the data-wait share)
 
     def to_checkpoint(self, elapsed_now: float, rng: list[dict]) -> dict:
         return {"step": self.step, "best_score": self.best_score, "n_skipped": self.n_skipped,
@@ -388,9 +390,11 @@ def next_batch(data: RunData, state: TrainState, batches: list) -> dict:
 def optimizer_step(engine: Engine, data: RunData, state: TrainState, batches: list, procs: Processes,
                    training: TrainingConfig, tf_ratio: float) -> float:
     """Forward and backward over grad_accum micro-batches, clip once, step; returns the mean loss."""
-    loss_sum = 0.0
+    loss_sum, began = 0.0, time.perf_counter()
     for micro in range(training.grad_accum):
+        waiting = time.perf_counter()
         batch = next_batch(data, state, batches)
+        state.wait_s += time.perf_counter() - waiting
         images, targets = batch["images"].to(procs.device), batch["targets"].to(procs.device)  # (B,C,H,W), (B,T)
         widths = batch["widths"].to(procs.device)  # (B,) before keep-aspect padding
         if procs.world_size > 1:  # all-reduce gradients only on the last micro-batch
@@ -411,6 +415,7 @@ def optimizer_step(engine: Engine, data: RunData, state: TrainState, batches: li
     engine.scaler.step(engine.optimizer)
     engine.scaler.update()
     engine.optimizer.zero_grad(set_to_none=True)
+    state.step_s += time.perf_counter() - began
     return loss_sum
 
 
@@ -427,9 +432,11 @@ def log_validate_save(config: RunConfig, run_dir: Path, state: TrainState, engin
         record = {"step": state.step, "elapsed_s": round(state.elapsed_s + now - started, 1), **metrics,
                   "loss": procs.mean(metrics["loss"]),  # the mean over every rank's batch
                   "samples_per_s": round(state.seen * procs.world_size / max(now - state.last_log, 1e-9), 2),
-                  "padded": round(1 - state.image_pixels / max(state.pixels, 1), 4)}  # share of input pixels
+                  "padded": round(1 - state.image_pixels / max(state.pixels, 1), 4),  # share of input pixels
+                  "data_wait": round(state.wait_s / max(state.step_s, 1e-9), 4)}  # share of step time
         state.seen_total, state.seen, state.last_log = state.seen_total + state.seen, 0, now
         state.pixels = state.image_pixels = 0
+        state.step_s = state.wait_s = 0.0
         if procs.master:
             if validating:
                 results, _ = evaluate(engine.raw_model, data.val_loader, data.vocab)

@@ -6,7 +6,7 @@ import itertools
 import pytest
 import torch
 
-from ocrlib.decoding import BracketConstraint, beam_search, greedy
+from ocrlib.decoding import BracketConstraint, beam_search, greedy, greedy_uncached
 from ocrlib.models import create_model
 
 TOKENS = ["<pad>", "<sos>", "<eos>", "<unk>", "{", "}", "(", ")", "[", "]", "\\left(", "\\right)", "\\right.",
@@ -96,6 +96,16 @@ def test_cached_decoding_equals_recomputing_everything(name):
     for row, ref in zip(result.tokens.tolist(), reference.tolist()):
         assert until_eos(row) == until_eos(ref)
     assert torch.allclose(result.scores, ref_scores, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["satrn", "attention"])
+def test_the_uncached_reference_reads_as_cached_greedy(name):
+    model = random_model(name, seed=4, max_len=9).eval()
+    images = random_images(4, seed=5)
+    cached = model.decode(images).tokens
+    reference = greedy_uncached(model, images, 9)
+    for row, ref in zip(cached.tolist(), reference.tolist()):
+        assert until_eos(row) == until_eos(ref)
 
 
 def test_satrn_projects_memory_once_and_caches_keys(monkeypatch):

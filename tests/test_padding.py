@@ -51,7 +51,7 @@ def test_column_padding_geometry():
 
 
 @pytest.mark.parametrize("name,overrides", [
-    ("satrn", {}), ("attention", {}), ("aster", {}), ("aster", {"rectify": False}),
+    ("satrn", {}), ("satrn", {"stem": "densenet"}), ("attention", {}), ("aster", {}), ("aster", {"rectify": False}),
     ("aster", {"rectify": False, "deformable": True, "modulated": True}), ("srn", {}), ("cstr", {})])
 def test_an_image_reads_the_same_alone_and_padded_in_a_batch(name, overrides):
     model = tiny_eval(name, **overrides)

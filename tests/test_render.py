@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ocrlib.bench import cases_markdown, render_throughput, training_throughput
 from ocrlib.data import render_ink, render_tex
 from ocrlib.data.render import cli_render, render_dataset, render_one
 from ocrlib.data.sources import read_gt
@@ -208,36 +207,3 @@ def test_tex_bisects_when_the_log_does_not_name_the_page(monkeypatch):
 def test_tex_refuses_macro_definitions():
     result = render_tex.render_batch([(0, r"\def\a{\a}\a")], seed=0)[0]
     assert result.error == r"refused: contains \def"
-
-
-def test_bench_training_throughput_case_fixed_and_keep_aspect():
-    fixed = training_throughput("satrn", keep_aspect=False, steps=1, n_formulas=40, preset="smoke")
-    keep = training_throughput("satrn", keep_aspect=True, steps=1, n_formulas=40, preset="smoke")
-    assert fixed["value"] > 0 and keep["value"] > 0 and fixed["padded_share"] == 0.0
-    assert 0.0 < keep["padded_share"] < 0.5 and keep["input"] == "height 32, keep-aspect"
-    # the default config is keep-aspect since the accuracy issue: "fixed" must still mean a fixed width
-    default = training_throughput("satrn", keep_aspect=False, steps=1, n_formulas=40, preset="quick")
-    assert default["input"] == "height 64, width 256" and default["padded_share"] == 0.0
-
-
-def test_bench_render_throughput_case():
-    result = render_throughput("mathtext", workers=1, n=20)
-    assert result["written"] + result["failed"] == 20 and result["value"] > 0 and result["cpu_ms_per_image"] > 0
-    table = cases_markdown([{"name": "render mathtext, 1 worker", "group": "render", **result}])
-    assert table.splitlines()[2].startswith("| render mathtext, 1 worker | ")
-
-
-def test_bench_api_times_a_train_step_and_a_decode_with_flops_and_memory():
-    from ocrlib.bench import time_decode, time_train_step
-    from ocrlib.config import load_config
-
-    tiny = load_config("satrn", preset="smoke")
-    step = time_train_step("satrn", tiny, batch_size=2, seq_len=6, steps=1)
-    assert step["seconds"] > 0 and step["flops"] > 0 and step["parameters"] > 0 and step["image_size"] == (32, 128)
-    assert step["gflops"] == pytest.approx(step["flops"] / step["seconds"] / 1e9, rel=0.01)
-    assert 0 < step["share_of_limit"] < 1.5 and step["limit_gflops"] > 0 and step["peak_rss_mb"] > 50
-    runs = [time_decode("satrn", tiny, batch_size=2, max_len=n, repeats=1) for n in (4, 8, 16)]
-    flops = [run["flops"] for run in runs]
-    # eos is disabled, so every image decodes max_len steps: twice the steps, at least twice the decoder's FLOPs
-    assert flops[2] - flops[1] >= 2 * (flops[1] - flops[0]) > 0
-    assert runs[0]["ms_per_image"] == pytest.approx(1000 * runs[0]["seconds"] / 2, rel=0.01)

@@ -48,6 +48,7 @@ def test_run_folder_contents_and_summary(data_dirs, straight_run):
     assert [r["progress"] for r in records] == [0.1667, 0.3333, 0.5, 0.6667, 0.8333, 1.0]  # no budget: steps
     assert "val_sa" in records[2] and "val_sa" not in records[3] and "val_wer" in records[5]
     assert records[0]["tf_ratio"] == pytest.approx(0.9) and records[0]["lr"] < records[1]["lr"]  # warm-up
+    assert all(0 < r["data_wait"] < 1 for r in records)  # the share of each step spent waiting for its batch
     # the corrupt image is skipped (every epoch it comes round), counted, and training went on
     assert summary["skipped_samples"] >= 1 and summary["skip_reasons"]
     state = read_checkpoint(run / "checkpoint.pt")
