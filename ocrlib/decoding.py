@@ -35,14 +35,14 @@ PER_IMAGE = "per_image"  # the state entry of what every hypothesis of an image 
 
 def reorder(state, index: torch.Tensor, per_image: bool = True):
     """Gather rows `index` of every tensor in a (nested) state; other values pass through. per_image=False
-    leaves state["per_image"] as it is (beam search: `index` moves hypotheses within their images)."""
+    leaves every "per_image" entry as it is (beam search: `index` moves hypotheses within their images)."""
     if isinstance(state, torch.Tensor):
         return state.index_select(0, index)
     if isinstance(state, dict):
-        return {key: value if key == PER_IMAGE and not per_image else reorder(value, index)
+        return {key: value if key == PER_IMAGE and not per_image else reorder(value, index, per_image)
                 for key, value in state.items()}
     if isinstance(state, (list, tuple)):
-        return type(state)(reorder(value, index) for value in state)
+        return type(state)(reorder(value, index, per_image) for value in state)
     return state
 
 
