@@ -190,9 +190,8 @@ def beam_search(model, images: torch.Tensor, max_len: int, beam: int, constraint
     scores[:, 0] = 0.0  # one live hypothesis per image at the start, so no duplicate beams
     lengths = torch.zeros(B, K, device=device)
     finished = torch.zeros(B, K, dtype=torch.bool, device=device)
-    tokens = torch.empty(N, 0, dtype=torch.long, device=device)
-    token_log_probs = torch.empty(N, 0, device=device)
-    attention = None  # (N, t, S) history, reordered with the beams
+    history = []  # per step: (rows of the previous step each hypothesis extends (N,), token (N,), its log-prob (N,),
+    # attention (N, S) | None); hypotheses are traced back once at the end instead of copied every step
     prev = torch.full((N,), model.sos_id, dtype=torch.long, device=device)
     cstate = constraint.start(N, max_len, device) if constraint else None
     offsets = (torch.arange(B, device=device) * K)[:, None]  # (B, 1)
@@ -213,16 +212,13 @@ def beam_search(model, images: torch.Tensor, max_len: int, beam: int, constraint
         src_beam, tok = idx // V, idx % V  # (B, K)
         src = (offsets + src_beam).view(N)  # rows of the (N, ...) state to keep
         scores = total.view(B, K * V).gather(1, idx)
-        gained = log_probs.view(B, K * V).gather(1, idx).view(N, 1)  # 0 for the pad after eos
+        gained = log_probs.view(B, K * V).gather(1, idx).view(N)  # 0 for the pad after eos
         lengths = new_len.view(B, K).gather(1, src_beam)
         finished = finished.gather(1, src_beam) | (tok == model.eos_id)
         tok = tok.view(N)
-        tokens = torch.cat([tokens.index_select(0, src), tok[:, None]], dim=1)  # (N, t+1)
-        token_log_probs = torch.cat([token_log_probs.index_select(0, src), gained], dim=1)
         state = reorder(state, src, per_image=False)
-        if state.get("attn") is not None:
-            step_attn = state["attn"][:, None]  # (N, 1, S), already reordered with the state
-            attention = step_attn if attention is None else torch.cat([attention.index_select(0, src), step_attn], 1)
+        attn = state.get("attn")  # (N, S), already reordered with the state
+        history.append((src, tok, gained, attn))
         if constraint:
             cstate = constraint.advance(reorder(cstate, src), tok)
         prev = tok
@@ -231,13 +227,27 @@ def beam_search(model, images: torch.Tensor, max_len: int, beam: int, constraint
     final = scores / lengths.clamp(min=1.0) ** length_penalty  # (B, K)
     final, order = final.sort(dim=1, descending=True)
     ranked = (offsets + order).view(N)  # rows of every hypothesis, best first per image
-    best = ranked.view(B, K)[:, 0]  # (B,) rows of the best hypotheses
+    tokens, token_log_probs, attention = _trace_back(history, ranked)  # (N, L) each, (N, L, S) | None
     maps = None
     if attention is not None and state.get("hw") is not None:
-        maps = attention.index_select(0, best).view(B, attention.size(1), *state["hw"])  # (B, L, h, w)
-        maps = maps * (tokens.index_select(0, best) != model.pad_id)[:, :, None, None]
-    return DecodeResult(tokens.index_select(0, best), scores.view(N).index_select(0, best), maps,
-                        token_log_probs.index_select(0, best), tokens.index_select(0, ranked).view(B, K, -1), final)
+        maps = attention[::K].reshape(B, attention.size(1), *state["hw"])  # (B, L, h, w) of the best
+        maps = maps * (tokens[::K] != model.pad_id)[:, :, None, None]
+    return DecodeResult(tokens[::K], scores.view(N).index_select(0, ranked[::K]), maps, token_log_probs[::K],
+                        tokens.view(B, K, -1), final)
+
+
+def _trace_back(history: list, rows: torch.Tensor):
+    """The hypotheses ending in `rows` of the last step, followed back through the steps' parent rows:
+    -> tokens (M, L), their log-probs (M, L), attention (M, L, S) or None."""
+    tokens, log_probs, maps = [], [], []
+    for src, tok, gained, attn in reversed(history):
+        tokens.append(tok[rows])
+        log_probs.append(gained[rows])
+        if attn is not None:
+            maps.append(attn[rows])
+        rows = src[rows]
+    attention = torch.stack(maps[::-1], 1) if maps else None
+    return torch.stack(tokens[::-1], 1), torch.stack(log_probs[::-1], 1), attention
 
 
 @torch.no_grad()
