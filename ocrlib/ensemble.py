@@ -13,16 +13,22 @@ Members must share one vocabulary (the same tokens in the same order).
 from __future__ import annotations
 
 import math
+import sys
+import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from ocrlib.config import DataConfig
-from ocrlib.data.dataset import model_input, pad_images, width_multiple_of
+from ocrlib.data.dataset import BadImage, load_gray, model_input, pad_images, width_multiple_of
+from ocrlib.data.sources import Sample
 from ocrlib.decoding import BracketConstraint, beam_search, greedy
 from ocrlib.errors import BadInput
+from ocrlib.evaluate import frame_of, sample_row
+from ocrlib.tokens import Vocab
 
 
 @dataclass
@@ -116,3 +122,34 @@ def vote(members: list[Member], grays: list[np.ndarray], beam: int = 1, shared: 
         score = {tokens: max(s for t, s in per_image if t == tokens) for tokens in counts}
         chosen.append(max(counts, key=lambda tokens: (counts[tokens], score[tokens])))
     return chosen
+
+
+def evaluate_ensemble(members: list[Member], samples: list[Sample], vocab: Vocab, method: str = "average",
+                      beam: int = 1, shared: DataConfig | None = None, batch_size: int = 32, progress: bool = False):
+    """`evaluate` for an ensemble read by `method` ("average" or "vote") on samples (ocrlib.data.sources.read_gt)
+    -> (Results, per-sample frame); unreadable images are skipped and counted (frame.attrs["n_skipped"])."""
+    if method not in ("average", "vote"):
+        raise BadInput("ensemble method", f"{method!r} is not 'average' or 'vote'")
+    rows, n_skipped, seconds = [], 0, 0.0
+    for start in range(0, len(samples), batch_size):
+        batch, grays = [], []
+        for sample in samples[start:start + batch_size]:
+            try:
+                grays.append(load_gray(sample.image))
+                batch.append(sample)
+            except BadImage as err:
+                n_skipped += 1
+                if progress:
+                    print(f"{err}: skipped", file=sys.stderr)
+        if not batch:
+            continue
+        started = time.perf_counter()
+        if method == "average":
+            out = read_averaged(members, grays, beam, shared=shared)
+            readings = [until_eos(ids, vocab.eos_id) for ids in out.tokens.tolist()]
+        else:
+            readings = vote(members, grays, beam, shared)
+        seconds += time.perf_counter() - started
+        rows += [sample_row(Path(sample.image), list(sample.tokens), vocab.decode(list(ids)), sample.source)
+                 for sample, ids in zip(batch, readings)]
+    return frame_of(rows, n_skipped, seconds)

@@ -68,8 +68,6 @@ def evaluate(model, data, vocab, decoding: DecodingConfig | None = None, max_len
     frame.attrs["ms_per_image"] is the decoding time per image (model calls only, not image loading).
     `progress`: a progress bar over the batches on stderr.
     """
-
-
     loader = data if isinstance(data, DataLoader) else make_loader(data, batch_size, seed=0, shuffle=False)
     device = next(model.parameters()).device
     samples = {str(s.image): s for s in getattr(loader.dataset, "samples", [])}
@@ -85,12 +83,20 @@ def evaluate(model, data, vocab, decoding: DecodingConfig | None = None, max_len
         for path, pred_ids, target_ids in zip(batch["paths"], out.tokens.tolist(), batch["targets"].tolist()):
             sample = samples.get(str(path))
             gt = list(sample.tokens) if sample else vocab.decode(target_ids)
-            pred = vocab.decode(pred_ids)
-            distance, aspect = edit_distance(pred, gt), _aspect(path)
-            source = sample.source if sample else "unknown"
-            rows.append([str(path), " ".join(gt), " ".join(pred), distance == 0, distance, token_wer(pred, gt),
-                         len(gt), source, source.split(":")[0], aspect,  # render sources read 'renderer:style'
-                         length_bucket(len(gt)), aspect_bucket(aspect)])
+            rows.append(sample_row(path, gt, vocab.decode(pred_ids), sample.source if sample else "unknown"))
+    return frame_of(rows, n_skipped, decode_seconds)
+
+
+def sample_row(path, gt: list[str], pred: list[str], source: str) -> list:
+    """One row of COLUMNS: a sample's truth and reading compared."""
+    distance, aspect = edit_distance(pred, gt), _aspect(path)
+    return [str(path), " ".join(gt), " ".join(pred), distance == 0, distance, token_wer(pred, gt), len(gt), source,
+            source.split(":")[0], aspect,  # render sources read 'renderer:style'
+            length_bucket(len(gt)), aspect_bucket(aspect)]
+
+
+def frame_of(rows: list[list], n_skipped: int, decode_seconds: float) -> tuple[Results, pd.DataFrame]:
+    """Results and the per-sample frame of `sample_row`s (attrs: n_skipped, ms_per_image)."""
     frame = pd.DataFrame(rows, columns=COLUMNS)
     frame.attrs["n_skipped"] = n_skipped
     frame.attrs["ms_per_image"] = round(1000 * decode_seconds / max(len(frame), 1), 2)

@@ -8,9 +8,13 @@ import torch
 from helpers import TINY
 from ocrlib.config import DataConfig
 from ocrlib.decoding import reorder
-from ocrlib.ensemble import Averaged, Member, member_inputs, read_averaged, vote
+from ocrlib.data.dataset import FormulaDataset, png_bytes
+from ocrlib.data.sources import Sample
+from ocrlib.ensemble import Averaged, Member, evaluate_ensemble, member_inputs, read_averaged, vote
 from ocrlib.errors import BadInput
+from ocrlib.evaluate import evaluate
 from ocrlib.models import create_model
+from ocrlib.tokens import Vocab
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 VOCAB = 30
@@ -85,3 +89,21 @@ def test_each_member_sees_its_own_input_size_unless_one_is_shared():
 def test_members_of_different_vocabularies_are_refused():
     with pytest.raises(BadInput, match="one vocabulary"):
         Averaged([member("satrn", 0), member("satrn", 1, vocab=VOCAB + 1)])
+
+
+def test_an_ensemble_is_evaluated_like_a_model(tmp_path):
+    vocab = Vocab([f"t{i}" for i in range(VOCAB - 4)])
+    samples = []
+    for i, gray in enumerate(grays()):
+        (tmp_path / f"{i}.png").write_bytes(png_bytes(gray))
+        samples.append(Sample(tmp_path / f"{i}.png", ["t1", "t2"]))
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    samples.append(Sample(tmp_path / "broken.png", ["t1"]))
+    alone = member("satrn", 0)
+    _, frame = evaluate_ensemble([alone, alone], samples, vocab, batch_size=2)
+    _, reference = evaluate(alone.model, FormulaDataset.for_config(samples, vocab, DATA), vocab)
+    assert frame["pred"].tolist() == reference["pred"].tolist() and frame.attrs["n_skipped"] == 1
+    _, voted = evaluate_ensemble([alone, member("satrn", 3), alone], samples, vocab, method="vote")
+    assert voted["pred"].tolist() == reference["pred"].tolist()
+    with pytest.raises(BadInput, match="not 'average' or 'vote'"):
+        evaluate_ensemble([alone], samples, vocab, method="mean")
