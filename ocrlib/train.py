@@ -82,6 +82,20 @@ def run_id(config: RunConfig, fingerprint: str) -> str:
     return f"{config.name}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
 
 
+def profile_run(model: str, built, preset: str, seed: int = 0, overrides: dict | None = None,
+                progress: bool | str = "lines") -> tuple[RunConfig, Path, dict]:
+    """Train `model` at `preset` on a built profile's printed data (data.build.build_datasets: mathtext and TeX
+    training renders, mathtext validation), `overrides` on top, or find that run done before: a run is named by
+    its config and data (`run_id`), so every notebook asking for the same run shares one.
+    -> (config, run folder, summary)."""
+    sets = built.sets
+    base = {"data.train": [str(sets["printed/train"]), str(sets["tex/train"])], "data.val": str(sets["printed/val"]),
+            "data.vocab": str(built.vocab_path), "training.seed": seed}
+    config = load_config(model, preset=preset, overrides={**base, **(overrides or {})})
+    run_dir = RUNS_DIR / run_id(config, data_fingerprint(sets["printed/train"], sets["tex/train"], sets["printed/val"]))
+    return config, run_dir, train(config, run_dir, progress=progress)
+
+
 def prepare_data(data: DataConfig, progress: bool = True) -> tuple[tuple[Path, ...], Path]:
     """The train folders (one or several, e.g. mathtext and TeX renders) and the val folder: data.train/data.val,
     or with data.source 'synth' a small set rendered once from the formula generator (data.build.synthetic_sets)."""
