@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on a competition-layout folder")
     p.add_argument("--checkpoint", default=None, help="default: the shipped pretrained model")
-    p.add_argument("--data", required=True)
+    p.add_argument("--data", required=True,
+                   help="a competition-layout folder (gt.txt + images/), or a folder of InkML files (drawn as ink)")
     add_decoding_flags(p)
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples of gt.txt")
     p.add_argument("--batch-size", type=int, default=32)

@@ -96,6 +96,7 @@ class TrainingConfig:
     num_workers: int = 0  # DataLoader workers
     device: str = "auto"  # auto | cpu | cuda | cuda:1 ...
     find_unused_parameters: bool = False  # DDP: for models with branches unused in some steps
+    init_from: str | None = None  # fine-tune: start from this checkpoint's weights and vocabulary ("pretrained" = the shipped model)
 
 
 @dataclass

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ocrlib.checkpoints import load_checkpoint
 from ocrlib.config import DecodingConfig, RunConfig
+from ocrlib.data.build import inkml_folder_set
 from ocrlib.data.dataset import FormulaDataset, make_loader
 from ocrlib.data.sources import read_gt
 from ocrlib.decoding import BracketConstraint
@@ -140,13 +141,14 @@ def dataset_for(data, vocab, config: RunConfig):
 
 
 def cli_eval(args) -> int:
-    """`ocrlib eval --checkpoint C --data FOLDER [--beam K] [--[no-]brackets] [--length-penalty P] [--limit N]
+    """`ocrlib eval --checkpoint C --data FOLDER|INKML_FOLDER [--beam K] [--[no-]brackets] [--length-penalty P] [--limit N]
     [--out results.json]`; a decoding option without its flag is the checkpoint's."""
     device = select_device()
     model, vocab, config = load_checkpoint(default_checkpoint(args.checkpoint), device)
-    samples, bad_lines = read_gt(args.data)
+    folder = inkml_folder_set(args.data)  # an InkML folder is drawn by the ink renderer first (cached)
+    samples, bad_lines = read_gt(folder)
     for where, problem in bad_lines:
-        print(f"{Path(args.data) / where}: skipped ({problem})", file=sys.stderr)
+        print(f"{folder / where}: skipped ({problem})", file=sys.stderr)
     dataset = dataset_for(samples[: args.limit], vocab, config)
     decoding = decoding_of(args, config)
     results, frame = evaluate(model, dataset, vocab, decoding, batch_size=args.batch_size, progress=True)

@@ -18,6 +18,7 @@ class Profile:
     tex_test: int              # formulas of the test split typeset by real TeX (the shifted test set)
     tex_train: int             # formulas of the train split typeset by TeX too (training sees both renderers)
     handwritten: int           # handwritten expressions (CROHME ink, or pseudo-ink without CROHME)
+    handwritten_synth: int     # training formulas written with CROHME training writers' symbols (with CROHME)
     eda_formulas: int          # formulas compared in the EDA notebook (real vs generated)
     preset: str                # the model YAML preset trained at this profile (its steps and minutes)
 
@@ -26,13 +27,14 @@ class Profile:
 
 
 PROFILES = {
-    "smoke": Profile("smoke", printed_formulas=300, tex_test=40, tex_train=100, handwritten=60, eda_formulas=2000,
+    "smoke": Profile("smoke", printed_formulas=300, tex_test=40, tex_train=100, handwritten=60, handwritten_synth=60,
+                     eda_formulas=2000,
                      preset="smoke"),
     "quick": Profile("quick", printed_formulas=12000, tex_test=500, tex_train=12000, handwritten=1500,
-                     eda_formulas=93509,
+                     handwritten_synth=3000, eda_formulas=93509,
                      preset="quick"),
     "full": Profile("full", printed_formulas=93509, tex_test=3000, tex_train=93509, handwritten=7956,
-                    eda_formulas=93509,
+                    handwritten_synth=20000, eda_formulas=93509,
                     preset="full"),
 }
 

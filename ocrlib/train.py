@@ -54,6 +54,7 @@ from ocrlib.losses import bracket_ids, bracket_penalty
 from ocrlib.models import model_from_config
 from ocrlib.optim import build_optimizer, get_lr, get_tf_ratio, training_progress
 from ocrlib.paths import RUNS_DIR
+from ocrlib.pretrained import default_checkpoint
 from ocrlib.tokens import Vocab
 
 SUMMARY, CHECKPOINT, BEST, LOG = "summary.json", "checkpoint.pt", "best.pt", "metrics.jsonl"
@@ -323,7 +324,7 @@ def setup_data(config: RunConfig, checkpoint: dict | None, procs: Processes, pro
     if not train_samples:
         raise BadInput(", ".join(map(str, train_dirs)),
                        f"no usable training samples ({len(bad_lines)} bad gt.txt lines, {too_long} too long)")
-    if checkpoint:
+    if checkpoint:  # resumed, or the one fine-tuning starts from: its vocabulary, so the output rows match
         vocab = Vocab(checkpoint["vocab"])
     else:  # a shared tokens.txt (ocrlib.data.build writes one per profile), else the training labels'
         vocab = Vocab.load(data.vocab) if data.vocab else Vocab.build(s.tokens for s in train_samples)
@@ -378,6 +379,23 @@ def setup_engine(config: RunConfig, vocab, procs: Processes) -> Engine:
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else contextlib.nullcontext
     return Engine(raw_model, step_model, optimizer, scaler, autocast, bracket_ids(vocab.tokens))
+
+
+def initial_weights(init_from: str) -> dict:
+    """The checkpoint a fine-tuning run starts from ("pretrained" = the shipped model): weights and vocabulary."""
+    state = read_checkpoint(default_checkpoint() if init_from == "pretrained" else init_from)
+    if "model" not in state or "vocab" not in state:
+        raise BadInput(init_from, "not an ocrlib checkpoint (no model or vocab): cannot start training from it")
+    return state
+
+
+def load_initial_weights(model: nn.Module, init: dict, init_from: str) -> None:
+    """Copy (and cast: a shipped model is fp16) the weights; a model of another size is a one-line error."""
+    try:
+        model.load_state_dict(init["model"])
+    except RuntimeError as err:
+        raise BadInput(init_from, "its weights do not fit this run's model (fine-tune with the same model "
+                                  f"config): {str(err).splitlines()[0]}") from err
 
 
 def restore(checkpoint: dict, engine: Engine, data: RunData, procs: Processes) -> TrainState:
@@ -522,14 +540,17 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, budget_m
     if procs.master:
         prepare_run_dir(run_dir, resume)
     checkpoint = read_checkpoint(run_dir / CHECKPOINT) if resume else None
+    init = initial_weights(training.init_from) if training.init_from and not checkpoint else None
     seed_everything(training.seed)  # data order, augmentation and initialisation follow training.seed
-    data = setup_data(config, checkpoint, procs, progress)
+    data = setup_data(config, checkpoint or init, procs, progress)
     engine = setup_engine(config, data.vocab, procs)
     if checkpoint:
         state = restore(checkpoint, engine, data, procs)
         if procs.master:
             _truncate_log(run_dir / LOG, state.step)
     else:
+        if init:
+            load_initial_weights(engine.raw_model, init, training.init_from)
         state = TrainState()
         torch.manual_seed(training.seed + procs.rank)  # per-process dropout / teacher-forcing draws after a shared init
     if procs.master:

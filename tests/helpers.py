@@ -150,3 +150,27 @@ def save_tiny_checkpoint(folder: Path, vocab, path: Path):
     model = model_from_config(config, vocab)
     save_checkpoint({"model": model.state_dict(), "vocab": vocab.tokens, "config": config.to_dict()}, path)
     return path, model
+
+
+# ---------------------------------------------------------------- InkML files (sources, eval)
+INK = """<ink xmlns="http://www.w3.org/2003/InkML">
+<traceFormat><channel name="X" type="decimal"/><channel name="Y" type="decimal"/>{extra_channel}</traceFormat>
+<annotation type="writer">w7</annotation>
+{truth}
+<trace id="0">{t0}</trace>
+<trace id="1">{t1}</trace>
+<traceGroup xml:id="9"><annotation type="truth">Segmentation</annotation>
+  <traceGroup xml:id="10"><annotation type="truth">x</annotation><traceView traceDataRef="0"/></traceGroup>
+  <traceGroup xml:id="11"><annotation type="truth">\\lt</annotation>
+    <traceView traceDataRef="1"/><traceView traceDataRef="{ref}"/></traceGroup>
+</traceGroup>
+</ink>
+"""
+
+
+def write_ink(tmp_path, name="KAIST/e1.inkml", truth='<annotation type="truth">$x \\lt 1$</annotation>',
+              t0="10 20, 11.5 21, 12 22", t1="1 2, 3 4", ref="0", extra_channel=""):
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(INK.format(truth=truth, t0=t0, t1=t1, ref=ref, extra_channel=extra_channel), encoding="utf-8")
+    return path

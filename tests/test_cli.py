@@ -78,3 +78,27 @@ def test_eval_and_predict_take_the_decoding_flags(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse("--length-penalty", "long")
     assert exit_info.value.code == 2 and "--length-penalty" in capsys.readouterr().err
+
+
+def test_eval_reads_an_inkml_folder_skipping_and_counting_bad_files(tmp_path, monkeypatch, capsys):
+    import ocrlib.data.build
+    from helpers import write_ink
+    from ocrlib.pretrained import WEIGHTS
+
+    if not WEIGHTS.is_file():
+        pytest.skip("no shipped model")
+    monkeypatch.setattr(ocrlib.data.build, "DATA_DIR", tmp_path / "data")  # the rendered cache
+    folder = tmp_path / "ink"
+    write_ink(folder, "a.inkml")
+    write_ink(folder, "b.inkml", t0="10 20, nan 21")
+    write_ink(folder, "c.inkml", truth="")
+    assert main(["eval", "--data", str(folder)]) == 0
+    out, err = capsys.readouterr()
+    assert "2 of 3 InkML files skipped: trace 0: NaN or infinite point (1), no truth annotation (1)" in err
+    assert "| ink | 1 |" in out  # one expression evaluated
+    cached = list((tmp_path / "data" / "cache").iterdir())
+    assert main(["eval", "--data", str(folder)]) == 0 and list((tmp_path / "data" / "cache").iterdir()) == cached
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["eval", "--data", str(empty)]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"{empty}: neither gt.txt nor *.inkml files here")

@@ -172,6 +172,24 @@ def test_several_train_folders_are_one_training_set(data_dirs, tmp_path):
                                                                                                str(more)]
 
 
+def test_init_from_starts_at_the_given_weights_and_vocabulary(data_dirs, straight_run, tmp_path):
+    run, _ = straight_run
+    start = read_checkpoint(run / "best.pt")
+    config = tiny_config(*data_dirs, max_steps=1, lr=0.0, eval_every=0).replace(
+        {"training.init_from": str(run / "best.pt"), "training.warmup_steps": 0})
+    train(config, tmp_path / "tuned", progress=False)
+    tuned = read_checkpoint(tmp_path / "tuned" / "checkpoint.pt")
+    assert tuned["vocab"] == start["vocab"]
+    # lr 0: one step leaves the weights where the initial checkpoint had them (a fresh init would differ);
+    # batch-norm running statistics move with the step's batch
+    weights = [k for k in start["model"] if "running_" not in k and "num_batches" not in k]
+    assert len(weights) > 10 and all(torch.equal(tuned["model"][k], start["model"][k]) for k in weights)
+    wider = tiny_config(*data_dirs, max_steps=1).replace({"training.init_from": str(run / "best.pt"),
+                                                          "model.hidden": 48})
+    with pytest.raises(BadInput, match="do not fit this run's model"):
+        train(wider, tmp_path / "wider", progress=False)
+
+
 def test_unknown_training_key_is_refused(data_dirs):
     with pytest.raises(BadInput, match="training.warmup=5: unknown key 'training.warmup'"):
         tiny_config(*data_dirs, warmup=5)

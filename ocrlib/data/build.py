@@ -4,8 +4,9 @@ Printed: formulas from the real exam corpus when it is beside the project (else 
 hash of the normalised formula, rendered with mathtext fonts; the training split is typeset again by real TeX
 in every TeX font but one (training sees both renderers), and the test split twice more: by TeX in all fonts
 (the shifted test set) and in the held-out font alone (a font no training image used), and as screen captures
-of KaTeX in a browser when Chromium is installed (skipped otherwise). Handwritten: CROHME ink split by writer (else
-pseudo-ink from generated formulas).
+of KaTeX in a browser when Chromium is installed (skipped otherwise). Handwritten: CROHME ink split by writer, and
+training formulas written with the training writers' symbols (ocrlib.data.ink_synth); without CROHME, pseudo-ink
+from generated formulas.
 A set whose folder already holds a manifest for the same request is reused, not rendered again.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ocrlib.data.ink_synth import SymbolBank, synthesise_many
 from ocrlib.data.render import available_renderer, render_dataset
 from ocrlib.data.render_tex import available_fonts
 from ocrlib.data.sources import InkExpression, read_formula_list, read_gt, read_inkml
@@ -28,7 +30,7 @@ from ocrlib.data.splits import split_by_writer, split_formulas
 from ocrlib.data.synth import generate_formulas
 from ocrlib.paths import DATA_DIR, crohme_inkml_dir, exam_formulas_file
 from ocrlib.profiles import get_profile
-from ocrlib.tokens import Vocab
+from ocrlib.tokens import Vocab, normalize_latex
 
 
 HELD_OUT_FONT = "palatino"  # TeX font kept out of training: the tex_heldout/test set is typeset in it alone
@@ -142,8 +144,15 @@ def build_datasets(profile: str = "quick", seed: int = 0, workers: int = 2, root
         if len(expressions) < len(paths):
             print(f"note: {len(paths) - len(expressions)} of {len(paths)} InkML files are unusable and left out",
                   file=sys.stderr)
-        hw_splits = {k: [Path(e.path) for e in v] for k, v in split_by_writer(expressions).items()}
+        by_writer = split_by_writer(expressions)
+        hw_splits = {k: [Path(e.path) for e in v] for k, v in by_writer.items()}
         built.handwritten_source = f"CROHME ink {inkml_dir} ({len(paths):,} expressions, split by writer)"
+        # More training ink: printed training formulas written with the training writers' own symbols
+        bank = SymbolBank.from_expressions(by_writer["train"])
+        inks, _ = synthesise_many(map(normalize_latex, splits["train"]), bank, prof.handwritten_synth, seed + 6)
+        if inks:
+            built.sets["handwritten_synth/train"] = _render_cached(inks, root / "handwritten_synth" / "train", "ink",
+                                                                   seed + 6, workers, progress)
     else:
         hw_splits = split_formulas(generate_formulas(prof.handwritten, seed + 2))
         built.handwritten_source = "pseudo-ink from generated formulas (CROHME is absent)"
@@ -173,3 +182,23 @@ def synthetic_sets(n: int, seed: int = 0, renderer: str = "mathtext", val_fracti
     train_dir, val_dir = (_render_cached(splits[split], root / split, renderer, seed + offset, workers, progress)
                           for offset, split in enumerate(("train", "val")))
     return train_dir, val_dir
+
+
+def inkml_folder_set(folder: str | Path, workers: int = 2, progress: bool = True) -> Path:
+    """A folder of InkML files as a competition-layout set to evaluate: drawn once by the ink renderer (seed 0)
+    into data/cache/ink-<hash of the file list>, reused while the files are unchanged. Unusable files are left
+    out and counted in its manifest.json with their reasons. A folder holding gt.txt is returned as it is."""
+    folder = Path(folder)
+    if (folder / "gt.txt").exists() or not folder.is_dir():
+        return folder
+    files = sorted(folder.rglob("*.inkml"))
+    if not files:
+        raise BadInput(folder, "neither gt.txt nor *.inkml files here")
+    listing = "\n".join(f"{p.relative_to(folder)} {p.stat().st_size} {p.stat().st_mtime_ns}" for p in files)
+    out = DATA_DIR / "cache" / f"ink-{hashlib.sha1(listing.encode()).hexdigest()[:12]}"
+    _render_cached(files, out, "ink", 0, workers, progress)
+    manifest = json.loads((out / "manifest.json").read_text())
+    if manifest["n_failed"]:
+        reasons = ", ".join(f"{k} ({v})" for k, v in manifest["failure_reasons"].items())
+        print(f"{folder}: {manifest['n_failed']} of {len(files)} InkML files skipped: {reasons}", file=sys.stderr)
+    return out

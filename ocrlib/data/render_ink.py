@@ -15,6 +15,7 @@ import os
 import cv2
 import numpy as np
 
+from ocrlib.data.ink_synth import Ink
 from ocrlib.data.render_mathtext import FONTSETS, Rendered, crop_to_ink, error_line, item_rng, rasterize
 from ocrlib.data.sources import read_inkml
 from ocrlib.errors import BadInput
@@ -161,8 +162,10 @@ def render_pseudo_ink(latex: str, rng: np.random.Generator, fonts: tuple[str, ..
     return render_strokes(pseudo_strokes(latex, font), rng), font
 
 
-def render_batch(items: list[tuple[int, str | os.PathLike]], seed: int, fonts: tuple[str, ...] = FONTSETS) -> list[Rendered]:
-    """Render (index, item) pairs: an InkML path is real ink (truth from the file), a string pseudo-ink."""
+def render_batch(items: list[tuple[int, str | os.PathLike | Ink]], seed: int,
+                 fonts: tuple[str, ...] = FONTSETS) -> list[Rendered]:
+    """Render (index, item) pairs: an InkML path is real ink (truth from the file), an Ink synthesised ink,
+    a string pseudo-ink."""
     results = []
     for index, item in items:
         rng = item_rng(seed, index)
@@ -176,6 +179,9 @@ def render_batch(items: list[tuple[int, str | os.PathLike]], seed: int, fonts: t
                 result.error = err.problem  # the manifest names the file beside the reason
             except OSError as err:
                 result.error = f"cannot read: {err.strerror or err}"
+        elif isinstance(item, Ink):  # assembled from real handwritten symbols (ocrlib.data.ink_synth)
+            result = Rendered(index, item.latex, f"synth-{item.writer.partition('/')[0]}",
+                              render_strokes(item.strokes, rng))
         else:
             result = Rendered(index, item)
             try:
