@@ -209,6 +209,28 @@ def breakdown(frame: pd.DataFrame, by: str) -> pd.DataFrame:
     return summary_frame({**rows, "all": frame}, index_name=by)
 
 
+# Structures and symbol classes a formula can hold (CROHME reports accuracy by them too)
+SYMBOL_CLASSES = {
+    "fraction": {"\\frac"}, "root": {"\\sqrt"}, "script": {"^", "_"},
+    "big operator": {"\\sum", "\\int", "\\prod", "\\lim", "\\iint", "\\oint"},
+    "function": {"\\sin", "\\cos", "\\tan", "\\log", "\\ln", "\\exp"},
+    "greek": {"\\alpha", "\\beta", "\\gamma", "\\theta", "\\lambda", "\\mu", "\\pi", "\\sigma", "\\phi",
+              "\\Delta", "\\omega", "\\varphi", "\\epsilon", "\\varepsilon", "\\rho", "\\delta", "\\tau"},
+    "relation": {"=", "<", ">", "\\leq", "\\geq", "\\neq", "\\rightarrow", "\\in", "\\approx"},
+}
+
+
+def by_symbol_class(frame: pd.DataFrame) -> pd.DataFrame:
+    """`summary_of` the samples whose truth holds each class of SYMBOL_CLASSES (a sample counts in every class
+    it holds; 'none' holds none of them), plus 'all'."""
+    tokens = frame["gt"].str.split()
+    holds = {name: tokens.map(lambda t, members=members: bool(members.intersection(t)))
+             for name, members in SYMBOL_CLASSES.items()}
+    holds["none"] = ~pd.DataFrame(holds, index=frame.index).any(axis=1)
+    rows = {name: frame[mask] for name, mask in holds.items() if mask.any()}
+    return summary_frame({**rows, "all": frame}, index_name="symbol class")
+
+
 def results_frame(rows: dict[str, Results]) -> pd.DataFrame:
     """Named Results as a frame, one row each (index 'data'), columns as in `Results.summary`."""
     frame = pd.DataFrame.from_dict({name: r.summary() for name, r in rows.items()}, orient="index")

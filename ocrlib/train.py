@@ -85,16 +85,18 @@ def run_id(config: RunConfig, fingerprint: str) -> str:
 
 
 def profile_run(model: str, built, preset: str, seed: int = 0, overrides: dict | None = None,
-                progress: bool | str = "lines") -> tuple[RunConfig, Path, dict]:
-    """Train `model` at `preset` on a built profile's printed data (data.build.build_datasets: mathtext and TeX
-    training renders, mathtext validation), `overrides` on top, or find that run done before: a run is named by
-    its config and data (`run_id`), so every notebook asking for the same run shares one.
-    -> (config, run folder, summary)."""
+                progress: bool | str = "lines", train_sets: tuple[str, ...] = ("printed/train", "tex/train"),
+                val_set: str = "printed/val") -> tuple[RunConfig, Path, dict]:
+    """Train `model` at `preset` on sets of a built profile (data.build.build_datasets; by default the printed
+    mathtext and TeX training renders, mathtext validation; a set named twice is seen twice as often),
+    `overrides` on top, or find that run done before: a run is named by its config and data (`run_id`), so every
+    notebook asking for the same run shares one. -> (config, run folder, summary)."""
     sets = built.sets
-    base = {"data.train": [str(sets["printed/train"]), str(sets["tex/train"])], "data.val": str(sets["printed/val"]),
+    base = {"data.train": [str(sets[name]) for name in train_sets], "data.val": str(sets[val_set]),
             "data.vocab": str(built.vocab_path), "training.seed": seed}
     config = load_config(model, preset=preset, overrides={**base, **(overrides or {})})
-    run_dir = RUNS_DIR / run_id(config, data_fingerprint(sets["printed/train"], sets["tex/train"], sets["printed/val"]))
+    folders = [sets[name] for name in dict.fromkeys(train_sets)] + [sets[val_set]]
+    run_dir = RUNS_DIR / run_id(config, data_fingerprint(*folders))
     return config, run_dir, train(config, run_dir, progress=progress)
 
 

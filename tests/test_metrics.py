@@ -4,8 +4,8 @@ import math
 import pandas as pd
 import pytest
 
-from ocrlib.metrics import (Results, aspect_bucket, breakdown, edit_distance, exprate, formula_sa, length_bucket,
-                            markdown_table, most_confused, score, sentence_acc, substitutions, summary_frame,
+from ocrlib.metrics import (Results, aspect_bucket, breakdown, by_symbol_class, edit_distance, exprate, formula_sa,
+                            length_bucket, markdown_table, most_confused, score, sentence_acc, substitutions, summary_frame,
                             token_confusion, token_wer, wer)
 
 # gt, pred, edit distance, token WER
@@ -88,6 +88,16 @@ def test_breakdown_by_source_and_markdown():
 def test_markdown_of_named_results():
     text = markdown_table({"val": Results.from_pairs(PREDS, GTS)})
     assert text.splitlines()[0].startswith("| data | n | SA |") and "| val | 4 | 0.2500 |" in text
+
+
+def test_by_symbol_class_counts_a_sample_in_every_class_it_holds():
+    frame = pd.DataFrame({"gt": ["\\frac { x ^ { 2 } } { 2 }", "x ^ { 2 } = 1", "a + b", "\\sqrt { 2 }"],
+                          "edit_distance": [0, 1, 0, 2], "wer": [0.0, 0.2, 0.0, 0.5]})
+    table = by_symbol_class(frame)
+    assert list(table.index) == ["fraction", "root", "script", "relation", "none", "all"]
+    assert table.loc["script", "n"] == 2 and table.loc["script", "SA"] == 0.5  # the fraction holds a script too
+    assert table.loc["root", "ExpRate<=2"] == 1.0 and table.loc["root", "ExpRate<=1"] == 0.0
+    assert table.loc["none", "n"] == 1 and table.loc["all", "n"] == 4
 
 
 def test_breakdown_orders_buckets_by_their_bounds():

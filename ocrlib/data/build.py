@@ -73,11 +73,21 @@ def printed_corpus(n: int, seed: int) -> tuple[list[str], str]:
     return rng.sample(formulas, min(n, len(formulas))), f"exam corpus {path} ({len(formulas):,} formulas)"
 
 
-def _try_read_inkml(path: Path) -> InkExpression | None:
-    try:
-        return read_inkml(path)
-    except BadInput:
-        return None
+def crohme_splits(n: int, seed: int) -> dict[str, list[InkExpression]]:
+    """n CROHME expressions (a seeded sample of ../shared/data's InkML) split by writer: no writer in two splits.
+    Unusable files are left out and counted on stderr. Empty splits when CROHME is absent."""
+    inkml_dir = crohme_inkml_dir()
+    paths = sorted(inkml_dir.glob("*/*.inkml")) if inkml_dir else []
+    paths = random.Random(seed).sample(paths, min(n, len(paths)))
+    expressions, bad = [], 0
+    for path in paths:
+        try:
+            expressions.append(read_inkml(path))
+        except BadInput:
+            bad += 1
+    if bad:
+        print(f"note: {bad} of {len(paths)} InkML files are unusable and left out", file=sys.stderr)
+    return split_by_writer(expressions)
 
 
 def _render_cached(items: list, out: Path, renderer: str, seed: int, workers: int, progress: bool,
@@ -137,16 +147,10 @@ def build_datasets(profile: str = "quick", seed: int = 0, workers: int = 2, root
     # Handwritten: CROHME split by writer; pseudo-ink from generated formulas when CROHME is absent.
     inkml_dir = crohme_inkml_dir()
     if inkml_dir is not None:
-        paths = sorted(inkml_dir.glob("*/*.inkml"))
-        paths = random.Random(seed).sample(paths, min(prof.handwritten, len(paths)))
-        # Split the parsed expressions by writer; unreadable files are left out and counted here.
-        expressions = [e for e in map(_try_read_inkml, paths) if e is not None]
-        if len(expressions) < len(paths):
-            print(f"note: {len(paths) - len(expressions)} of {len(paths)} InkML files are unusable and left out",
-                  file=sys.stderr)
-        by_writer = split_by_writer(expressions)
+        by_writer = crohme_splits(prof.handwritten, seed)
         hw_splits = {k: [Path(e.path) for e in v] for k, v in by_writer.items()}
-        built.handwritten_source = f"CROHME ink {inkml_dir} ({len(paths):,} expressions, split by writer)"
+        built.handwritten_source = (f"CROHME ink {inkml_dir} ({sum(map(len, hw_splits.values())):,} expressions, "
+                                    "split by writer)")
         # More training ink: printed training formulas written with the training writers' own symbols
         bank = SymbolBank.from_expressions(by_writer["train"])
         inks, _ = synthesise_many(map(normalize_latex, splits["train"]), bank, prof.handwritten_synth, seed + 6)
