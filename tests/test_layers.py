@@ -1,4 +1,5 @@
 """Shared layers: positional encodings, attention with any head layout, backbones, decoder embeddings."""
+import pytest
 import torch
 
 from ocrlib.models import create_model
@@ -27,3 +28,22 @@ def test_decoder_token_embeddings_start_at_the_scale_of_the_positions():
     position_rms = decoder.pos.table.pow(2).mean().sqrt()
     assert 0.5 < (token_rms / position_rms).item() < 2.0
     assert not decoder.embed.weight[0].any(), "the padding row starts at zero"
+
+
+def test_dropout_drops_its_share_keeps_the_mean_and_follows_the_seed():
+    from ocrlib.models.layers import Dropout, dropout
+
+    x = torch.ones(64, 1000, requires_grad=True)
+    torch.manual_seed(0)
+    y = dropout(x, 0.1)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 26 / 256) < 0.005  # p is kept to 1/256
+    assert y.unique().tolist() == pytest.approx([0.0, 256 / 230]) and abs(y.mean().item() - 1.0) < 0.01  # inverted scaling
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # the gradient passes where the value did, scaled alike
+    torch.manual_seed(0)
+    assert torch.equal(dropout(x, 0.1), y)  # torch's generator: a seed fixes the mask
+    layer = Dropout(0.3).eval()
+    assert layer(x) is x and dropout(x, 0.0) is x and "p=0.3" in repr(layer)
+    with pytest.raises(ValueError, match="in \\[0, 1\\)"):
+        Dropout(1.0)

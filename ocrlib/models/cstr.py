@@ -25,8 +25,8 @@ from torch import nn
 
 from ocrlib.config import Ints, ModelConfig, Strides
 from ocrlib.models.base import ParallelRecognizer
-from ocrlib.models.layers import (Adaptive2DPositionalEncoding, BasicBlock, ColumnPadding, conv_bn_relu, key_mask,
-                                  masked_mean, run_zeroing_padding, zero_padding)
+from ocrlib.models.layers import (Adaptive2DPositionalEncoding, BasicBlock, ColumnPadding, Dropout, conv_bn_relu,
+                                  key_mask, masked_mean, run_zeroing_padding, zero_padding)
 
 
 @dataclass
@@ -72,7 +72,7 @@ class SeparatedAttentionHead(nn.Module):
         super().__init__()
         self.conv = conv_bn_relu(channels, hidden, 3)
         self.maps = nn.Conv2d(hidden, n_positions, 1)  # the "separated" filters, one per position
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.shared = nn.Linear(channels, vocab_size) if shared else None
         if not shared:
             bound = 1 / math.sqrt(channels)  # nn.Linear's default init, per position

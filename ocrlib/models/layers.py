@@ -27,6 +27,42 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# --------------------------------------------------------------------------- dropout
+
+
+def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """Inverted dropout whose mask costs one random draw per 8 elements, not one per element.
+
+    CPU torch draws every element of F.dropout's mask from a Mersenne twister: on 2 cores that was 9-14% of a
+    SATRN step (docs/performance.md). Here each random int64 gives 8 bytes, and an element is dropped when its
+    byte is below round(256 p): p is kept to 1/256 (0.1 -> 26/256 = 0.1016) and the scale is exact for that p.
+    The draws come from torch's generator, so seeds and resumes stay deterministic."""
+    if not training or p == 0.0:
+        return x
+    threshold = round(p * 256)
+    n = x.numel()
+    random_bytes = torch.empty((n + 7) // 8, dtype=torch.int64, device=x.device).random_(-2**63, 2**63 - 1)
+    random_bytes = random_bytes.view(torch.uint8)  # all 64 bits random (random_() leaves the sign bit 0)
+    keep = (random_bytes[:n].view(x.shape) >= threshold).to(x.dtype)
+    return x * keep.mul_(256 / (256 - threshold))
+
+
+class Dropout(nn.Module):
+    """nn.Dropout with `dropout`'s cheap mask."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 # --------------------------------------------------------------------------- padding of keep-aspect batches
 
 
@@ -124,7 +160,7 @@ class Adaptive2DPositionalEncoding(nn.Module):
                 nn.Sequential(nn.Linear(d_model, d_model), nn.ReLU(), nn.Linear(d_model, d_model), nn.Sigmoid())
                 for _ in range(2)
             )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, pad: ColumnPadding | None = None) -> torch.Tensor:
         B, C, H, W = x.shape
@@ -175,7 +211,7 @@ class DenseLayer(nn.Module):
         super().__init__()
         self.reduce = nn.Sequential(nn.BatchNorm2d(in_ch), nn.ReLU(inplace=True), nn.Conv2d(in_ch, bottleneck, 1, bias=False),
                                     nn.BatchNorm2d(bottleneck), nn.ReLU(inplace=True))
-        self.grow = nn.Sequential(nn.Conv2d(bottleneck, growth, 3, padding=1, bias=False), nn.Dropout(dropout))
+        self.grow = nn.Sequential(nn.Conv2d(bottleneck, growth, 3, padding=1, bias=False), Dropout(dropout))
 
     def forward(self, x: torch.Tensor, pad: ColumnPadding | None = None) -> torch.Tensor:
         return torch.cat([x, self.grow(zero_padding(self.reduce(x), pad))], dim=1)  # the 3x3 conv sees zeros beside
@@ -319,13 +355,15 @@ class MultiHeadAttention(nn.Module):
         q = self._split(self.q_proj(x))  # (B, h, T, dh)
         p = self.dropout if self.training else 0.0
         weights = None
-        if need_weights:  # explicit softmax only when the caller wants the map (decoding)
+        # explicit softmax when the caller wants the map (decoding), or for dropout: SDPA's own draws a
+        # Mersenne-twister number per weight on CPU
+        if need_weights or p > 0:
             scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, h, T, S)
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
             attn = scores.softmax(-1)
-            out = F.dropout(attn, p, self.training) @ v  # (B, h, T, dh)
-            weights = attn.mean(1)  # (B, T, S)
+            out = dropout(attn, p) @ v  # (B, h, T, dh)
+            weights = attn.mean(1) if need_weights else None  # (B, T, S)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, h, T, dh)
         out = out.transpose(1, 2).reshape(rows, -1, self.n_heads * self.head_dim)  # (B, T, h*dh)
@@ -343,7 +381,7 @@ class FeedForward(nn.Module):
 
     def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(d_model, d_ff), nn.ReLU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model))
+        self.net = nn.Sequential(nn.Linear(d_model, d_ff), nn.ReLU(), Dropout(dropout), nn.Linear(d_ff, d_model))
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int] | None = None, pad: ColumnPadding | None = None):
         return self.net(x)  # (B, S, D)
@@ -358,7 +396,7 @@ class LocalityAwareFeedForward(nn.Module):
         self.net = nn.Sequential(
             conv_bn_relu(d_model, d_ff, 1),
             conv_bn_relu(d_ff, d_ff, 3, groups=d_ff),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Conv2d(d_ff, d_model, 1),
         )
 
@@ -383,7 +421,7 @@ class TransformerEncoderLayer(nn.Module):
         self.attn = MultiHeadAttention(d_model, n_heads, head_dim)
         self.norm2 = nn.LayerNorm(d_model)
         self.ff = (LocalityAwareFeedForward if locality else FeedForward)(d_model, d_ff, dropout)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int] | None = None,
                 pad: ColumnPadding | None = None) -> torch.Tensor:
@@ -416,7 +454,7 @@ class TransformerDecoderLayer(nn.Module):
         self.cross_attn = MultiHeadAttention(d_model, n_heads, head_dim, dropout, source_dim=memory_dim)
         self.norm3 = nn.LayerNorm(d_model)
         self.ff = FeedForward(d_model, d_ff, dropout)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, memory_kv: KV, cache: KV | None = None, need_weights: bool = False,
                 memory_mask: torch.Tensor | None = None):
@@ -470,7 +508,7 @@ class TransformerDecoder(nn.Module):
             self.embed.weight[pad_id].zero_()
         self.scale = math.sqrt(d_model)
         self.pos = PositionalEncoding1D(d_model, max_len + 1)  # + 1: the sos position
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.layers = nn.ModuleList(
             TransformerDecoderLayer(d_model, n_heads, d_ff, dropout, head_dim, memory_dim) for _ in range(n_layers)
         )
@@ -592,7 +630,7 @@ class AttentionRNNDecoder(nn.Module):
         self.cell = (nn.LSTMCell if cell == "lstm" else nn.GRUCell)(embed_dim + memory_dim, hidden)
         self.init_h = nn.Linear(memory_dim, hidden)
         self.init_c = nn.Linear(memory_dim, hidden) if cell == "lstm" else None
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.head = nn.Linear(hidden + memory_dim, vocab_size)
 
     def init_state(self, memory: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
