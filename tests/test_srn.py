@@ -25,3 +25,26 @@ def test_srn_three_losses():
     expected = 1.0 * ce(out["visual"]) + 0.15 * ce(out["semantic"]) + 2.0 * ce(out["fused"])
     assert torch.allclose(loss, expected, atol=1e-5)
     assert torch.allclose(model.loss(logits, targets), ce(out["fused"]), atol=1e-5)  # plain cross-entropy
+
+
+def test_gsrm_teacher_feeds_the_true_tokens_at_the_tf_ratio_in_training_only():
+    torch.manual_seed(0)
+    model = create_model("srn", VOCAB, max_len=MAX_LEN, **{**TINY["srn"], "gsrm_teacher": True, "dropout": 0.0})
+    images, targets = glyph_formulas(n=4)
+    T = targets.size(1)
+    fed = []
+    model.gsrm.register_forward_hook(lambda module, args, out: fed.append(args[0]))
+    model.eval()  # evaluation: the visual argmax whatever the ratio
+    model.forward_logits_loss(images, targets, tf_ratio=1.0)
+    argmax = model.forward_all(images)["visual"].argmax(-1)
+    assert torch.equal(fed[0], argmax)
+    model.train()  # batch statistics: the argmax of training mode
+    argmax = model.forward_all(images)["visual"].argmax(-1)
+    model.forward_logits_loss(images, targets, tf_ratio=1.0)
+    assert torch.equal(fed[-1][:, :T], targets) and torch.equal(fed[-1][:, T:], argmax[:, T:])
+    model.forward_logits_loss(images, targets, tf_ratio=0.0)
+    assert torch.equal(fed[-1], argmax)
+    torch.manual_seed(1)
+    model.forward_logits_loss(images, targets, tf_ratio=0.5)
+    from_truth = (fed[-1][:, :T] == targets) & (argmax[:, :T] != targets)
+    assert 0 < from_truth.sum() < (argmax[:, :T] != targets).sum()  # some positions read the truth, not all

@@ -49,6 +49,8 @@ class SRNConfig(ModelConfig):
     visual_weight: float = 1.0  # loss weight of the PVAM prediction (paper: 1.0)
     semantic_weight: float = 0.15  # loss weight of the GSRM prediction (paper: 0.15)
     fused_weight: float = 2.0  # loss weight of the VSFD prediction (paper: 2.0)
+    gsrm_teacher: bool = False  # training feeds GSRM the true token at each position with probability tf_ratio
+    # (the rest: the visual argmax, as at inference); with tf_ratio annealed to 0 GSRM starts from clean input
 
 
 class PVAM(nn.Module):
@@ -74,8 +76,9 @@ class PVAM(nn.Module):
 
 
 class GSRM(nn.Module):
-    """Global semantic reasoning (SRN §3.3): the visual prediction's argmax, embedded (no gradient
-    through argmax), plus positions, through transformer layers -> semantic features and logits."""
+    """Global semantic reasoning (SRN §3.3): the visual prediction's argmax (or, training with gsrm_teacher,
+    partly the true tokens), embedded (no gradient through argmax), plus positions, through transformer
+    layers -> semantic features and logits."""
 
     def __init__(self, vocab_size: int, d_model: int, n_positions: int, n_layers: int, heads: int, d_ff: int,
                  dropout: float):
@@ -86,8 +89,8 @@ class GSRM(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, vocab_size)
 
-    def forward(self, visual_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.pos(self.embed(visual_logits.argmax(-1)))  # (B, P, D)
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.pos(self.embed(tokens))  # (B, P, D)
         for layer in self.layers:
             x = layer(x)
         x = self.norm(x)
@@ -134,12 +137,19 @@ class SRN(ParallelRecognizer):
             x = layer(x, (h, w), pad)
         return self.encoder_norm(x), (h, w)
 
-    def forward_all(self, images: torch.Tensor, pad: ColumnPadding | None = None) -> dict:
-        """-> dict(visual, semantic, fused: logits (B,P,V), attention: PVAM maps (B,P,S), hw)."""
+    def forward_all(self, images: torch.Tensor, pad: ColumnPadding | None = None,
+                    truth: torch.Tensor | None = None, tf_ratio: float = 0.0) -> dict:
+        """-> dict(visual, semantic, fused: logits (B,P,V), attention: PVAM maps (B,P,S), hw). With `truth`
+        (B,T) ids, GSRM reads the true token at each of the first T positions with probability tf_ratio."""
         memory, hw = self.encode(images, pad)
         glimpses, attention = self.pvam(memory, key_mask(pad, hw))  # (B, P, D), (B, P, S)
         visual = self.visual_head(glimpses)  # (B, P, V)
-        semantic_features, semantic = self.gsrm(visual)
+        tokens = visual.argmax(-1)  # (B, P)
+        if truth is not None and tf_ratio > 0:
+            T = truth.size(1)
+            use_truth = torch.rand(truth.shape, device=truth.device) < tf_ratio
+            tokens = torch.cat([torch.where(use_truth, truth, tokens[:, :T]), tokens[:, T:]], dim=1)
+        semantic_features, semantic = self.gsrm(tokens)
         fused = self.vsfd(glimpses, semantic_features)
         return {"visual": visual, "semantic": semantic, "fused": fused, "attention": attention, "hw": hw}
 
@@ -151,7 +161,9 @@ class SRN(ParallelRecognizer):
                             label_smoothing: float = 0.0, widths: torch.Tensor | None = None):
         """Fused logits (B,T,V) and the paper's loss w_v L_visual + w_s L_semantic + w_f L_fused."""
         T, c = self.positions(targets), self.config
-        out = self.forward_all(images, ColumnPadding.of(widths, images.size(-1)))
+        teacher = c.gsrm_teacher and self.training
+        pad = ColumnPadding.of(widths, images.size(-1))
+        out = self.forward_all(images, pad, targets[:, :T] if teacher else None, tf_ratio)
         visual, semantic, fused = (out[key][:, :T] for key in ("visual", "semantic", "fused"))
         loss = (c.visual_weight * self.loss(visual, targets, label_smoothing)
                 + c.semantic_weight * self.loss(semantic, targets, label_smoothing)
