@@ -27,6 +27,7 @@ from ocrlib.data.dataset import FormulaDataset, make_loader
 from ocrlib.data.sources import read_gt
 from ocrlib.decoding import BracketConstraint
 from ocrlib.errors import BadInput
+from ocrlib.models.layers import ColumnPadding
 from ocrlib.metrics import (Results, aspect_bucket, breakdown, edit_distance, length_bucket, markdown_table,
                             results_of, summary_frame, summary_of, token_wer)
 from ocrlib.pretrained import default_checkpoint
@@ -102,6 +103,24 @@ def frame_of(rows: list[list], n_skipped: int, decode_seconds: float) -> tuple[R
     frame.attrs["n_skipped"] = n_skipped
     frame.attrs["ms_per_image"] = round(1000 * decode_seconds / max(len(frame), 1), 2)
     return results_of(frame), frame
+
+
+@torch.no_grad()
+def branch_results(model, data, vocab, batch_size: int = 32) -> dict[str, Results]:
+    """SRN: the per-position argmax of each branch (visual = PVAM, semantic = GSRM, fused = VSFD) against the
+    ground truth: which part reads, and which spoils the reading."""
+    loader = data if isinstance(data, DataLoader) else make_loader(data, batch_size, seed=0, shuffle=False)
+    device = next(model.parameters()).device
+    preds, gts = {"visual": [], "semantic": [], "fused": []}, []
+    for batch in loader:
+        if not batch["paths"]:
+            continue
+        images = batch["images"].to(device)
+        out = model.forward_all(images, ColumnPadding.of(batch["widths"].to(device), images.size(-1)))
+        for branch, found in preds.items():
+            found += [vocab.decode(row) for row in out[branch].argmax(-1).tolist()]
+        gts += [vocab.decode(row) for row in batch["targets"].tolist()]
+    return {branch: Results.from_pairs(found, gts) for branch, found in preds.items()}
 
 
 def decode_options(decoding: DecodingConfig, vocab) -> dict:

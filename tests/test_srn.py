@@ -2,6 +2,7 @@
 import torch
 import torch.nn.functional as F
 
+from ocrlib.config import load_config
 from ocrlib.models import create_model
 
 from helpers import MAX_LEN, TINY, VOCAB, glyph_formulas
@@ -48,3 +49,29 @@ def test_gsrm_teacher_feeds_the_true_tokens_at_the_tf_ratio_in_training_only():
     model.forward_logits_loss(images, targets, tf_ratio=0.5)
     from_truth = (fed[-1][:, :T] == targets) & (argmax[:, :T] != targets)
     assert 0 < from_truth.sum() < (argmax[:, :T] != targets).sum()  # some positions read the truth, not all
+
+
+def test_branch_results_score_each_branch_against_the_truth(tmp_path):
+    from helpers import ALPHABET, write_dataset
+    from ocrlib.data.dataset import FormulaDataset, make_loader
+    from ocrlib.evaluate import branch_results
+    from ocrlib.tokens import Vocab
+
+    folder = write_dataset(tmp_path / "d", 5, seed=0)
+    vocab = Vocab.build([ALPHABET])
+    config = load_config("srn", preset="smoke", overrides={"model.max_len": 12})
+    data = FormulaDataset.for_config(folder, vocab, config.data)
+    model = create_model("srn", len(vocab), max_len=12, **TINY["srn"])
+
+    targets = next(iter(make_loader(data, 8, seed=0, shuffle=False)))["targets"]  # ids, eos, pad; in loader order
+
+    def forward_all(images, pad=None):  # visual reads every formula, semantic none, fused the first only
+        right = F.one_hot(F.pad(targets, (0, 12 - targets.size(1))), len(vocab)).float()
+        wrong = F.one_hot(torch.full_like(right[..., 0], vocab.tokens.index("x"), dtype=torch.long), len(vocab)).float()
+        fused = torch.cat([right[:1], wrong[1:]])
+        return {"visual": right, "semantic": wrong, "fused": fused}
+
+    model.forward_all = forward_all
+    results = branch_results(model, data, vocab, batch_size=8)
+    assert (results["visual"].sa, results["semantic"].sa, results["fused"].n) == (1.0, 0.0, 5)
+    assert results["fused"].correct == 1
