@@ -28,8 +28,8 @@ from ocrlib.data.sources import read_gt
 from ocrlib.decoding import BracketConstraint
 from ocrlib.errors import BadInput
 from ocrlib.models.layers import ColumnPadding
-from ocrlib.metrics import (Results, aspect_bucket, breakdown, edit_distance, length_bucket, markdown_table,
-                            results_of, summary_frame, summary_of, token_wer)
+from ocrlib.metrics import (Results, aspect_bucket, breakdown, by_symbol_class, edit_distance, length_bucket,
+                            markdown_table, results_of, summary_frame, summary_of, token_wer)
 from ocrlib.pretrained import default_checkpoint
 
 COLUMNS = ["path", "gt", "pred", "correct", "edit_distance", "wer", "length", "source", "renderer", "aspect",
@@ -150,6 +150,8 @@ def report_tables(name: str, frame: pd.DataFrame) -> str:
     parts = [markdown_table(summary_frame({name: frame}))]
     for by in BREAKDOWNS:
         parts.append(f"\nby {by}:\n\n" + markdown_table(breakdown(frame, by)))
+    parts.append("\nby symbol class (a formula counts in every class it holds):\n\n"
+                 + markdown_table(by_symbol_class(frame)))
     return "\n".join(parts)
 
 
@@ -182,6 +184,7 @@ def cli_eval(args) -> int:
                    "decoding": dataclasses.asdict(decoding), "limit": args.limit,
                    "ms_per_image": frame.attrs["ms_per_image"], "batch_size": args.batch_size,
                    "results": {**results.as_dict(), **summary_of(frame)}, "n_skipped": skipped,
-                   "breakdowns": {by: breakdown(frame, by).to_dict(orient="index") for by in BREAKDOWNS}}
+                   "breakdowns": {**{by: breakdown(frame, by).to_dict(orient="index") for by in BREAKDOWNS},
+                                  "symbol_class": by_symbol_class(frame).to_dict(orient="index")}}
         Path(args.out).write_text(json.dumps(payload, indent=2) + "\n")
     return 0
