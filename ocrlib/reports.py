@@ -1,4 +1,7 @@
-"""Run the numbered notebooks headless with papermill into reports/ (ipynb + HTML) and write reports/index.html.
+"""Run the numbered notebooks headless with papermill into reports/ (ipynb + HTML) and write reports/index.html:
+meeting notes, dated, with what each notebook asked and found (its `findings` cell, markdown rendered), and a
+table across models from the cells tagged `summary` (one JSON object each). Every complete `make reports` run
+appends its summary to reports/history.jsonl, shown as reports/history.html: what changed since the last meeting.
 
 A notebook may ask to be run once per value of a parameter through its metadata, e.g.
 `"ocrlib": {"matrix": {"model": ["satrn", "aster"]}}` runs it once per model as `10_train_satrn`.
@@ -31,6 +34,8 @@ class NotebookRun:
     seconds: float = 0.0
     error: str = ""           # one line: cell and exception, when failed
     finding: str = ""         # the text of the cell tagged `findings`
+    question: str = ""        # the notebook's title and question (its first markdown cell)
+    summary: dict = field(default_factory=dict)  # the JSON printed by the cell tagged `summary`, if any
 
 
 def device_description() -> str:
@@ -78,6 +83,39 @@ def extract_finding(nb) -> str:
     return ""
 
 
+def extract_question(nb) -> str:
+    """The first markdown cell's title and its question paragraph (the one naming the question or the team's note;
+    else the first paragraph after the title), as markdown."""
+    cell = next((c for c in nb.cells if c.cell_type == "markdown"), None)
+    if cell is None:
+        return ""
+    paragraphs = [p.strip() for p in cell.source.strip().split("\n\n") if p.strip()]
+    title = paragraphs[0].lstrip("# ").strip() if paragraphs and paragraphs[0].startswith("#") else ""
+    rest = paragraphs[1:] if title else paragraphs
+    asked = next((p for p in rest if p.startswith(("**Question", "**The team"))), rest[0] if rest else "")
+    return f"**{title}.** {asked}" if title else asked
+
+
+def extract_summary(nb) -> dict:
+    """The JSON object printed by the cell tagged `summary` ({} when there is none or it is not JSON)."""
+    for cell in nb.cells:
+        if "summary" in cell.get("metadata", {}).get("tags", []):
+            text = "".join(out.get("text", "") for out in cell.get("outputs", []) if out.get("output_type") == "stream")
+            try:
+                found = json.loads(text)
+            except ValueError:
+                return {}
+            return found if isinstance(found, dict) else {}
+    return {}
+
+
+def markdown_html(text: str) -> str:
+    """Markdown (findings, questions) as HTML; raw HTML in it is escaped."""
+    import mistune
+
+    return mistune.create_markdown(escape=True, plugins=["table"])(text)
+
+
 def _to_html(nb, path: Path) -> None:
     from nbconvert import HTMLExporter
 
@@ -108,32 +146,85 @@ def run_one(run: NotebookRun, profile: str, seed: int, out_dir: Path, progress: 
     run.seconds = time.perf_counter() - start
     if out_ipynb.exists():
         nb = nbformat.read(out_ipynb, as_version=4)
-        run.finding = extract_finding(nb)
+        run.finding, run.question, run.summary = extract_finding(nb), extract_question(nb), extract_summary(nb)
         _to_html(nb, out_dir / f"{run.name}.html")
     return run
 
 
+SUMMARY_COLUMNS = ("model", "parameters (M)", "budget (min)", "steps", "device", "val SA", "test SA", "TeX SA",
+                   "TeX SA >20 tokens", "ms per image")
+_STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}
+td,th{border-bottom:1px solid #ccc;padding:.35em .5em;vertical-align:top;text-align:left}table{border-collapse:collapse}
+.failed{color:#b00}section{border-top:2px solid #ddd;margin-top:1.5em}.meta{color:#555;font-size:.9em}"""
+
+
+def summary_table(runs: list[NotebookRun]) -> str:
+    """An HTML table of the runs' summaries (one row per notebook that has one), in SUMMARY_COLUMNS order."""
+    rows = [r for r in runs if r.summary]
+    if not rows:
+        return "<p>No notebook printed a summary this time.</p>"
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ("notebook", *SUMMARY_COLUMNS))
+    body = "".join("<tr><td>" + html.escape(r.name) + "</td>" + "".join(
+        f"<td>{html.escape(_fmt(r.summary.get(c, '')))}</td>" for c in SUMMARY_COLUMNS) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _fmt(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
 def write_index(runs: list[NotebookRun], profile: str, seed: int, out_dir: Path) -> Path:
-    rows = []
+    """reports/index.html (meeting notes) and index.json."""
+    when = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    sections = []
     for r in runs:
-        link = f'<a href="{html.escape(r.name)}.html">{html.escape(r.name)}</a>'
-        status = "ok" if r.status == "ok" else f'<b class="failed">failed</b><br><small>{html.escape(r.error)}</small>'
-        finding = html.escape(r.finding).replace("\n", "<br>")
-        rows.append(f"<tr><td>{link}</td><td>{status}</td><td>{r.seconds / 60:.1f} min</td><td>{finding}</td></tr>")
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>ocrlib reports</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}td,th{{border-bottom:1px solid #ccc;padding:.4em;vertical-align:top}}
-table{{border-collapse:collapse}}.failed{{color:#b00}}</style></head><body>
-<h1>ocrlib — analyses</h1>
-<p>Generated {dt.datetime.now().strftime('%Y-%m-%d %H:%M')} · profile <b>{html.escape(profile)}</b> · seed {seed} ·
-device {html.escape(device_description())} · {sum(r.status == 'ok' for r in runs)}/{len(runs)} notebooks ran.</p>
-<table><tr><th>notebook</th><th>status</th><th>run time</th><th>finding</th></tr>
-{''.join(rows)}
-</table></body></html>"""
+        status = "ok" if r.status == "ok" else f'<b class="failed">failed</b>: {html.escape(r.error)}'
+        sections.append(
+            f'<section><h3><a href="{html.escape(r.name)}.html">{html.escape(r.name)}</a></h3>'
+            f'<p class="meta">{status} · {r.seconds / 60:.1f} min</p>'
+            f"<h4>Asked</h4>{markdown_html(r.question) if r.question else '<p>(no question)</p>'}"
+            f"<h4>Found</h4>{markdown_html(r.finding) if r.finding else '<p>(no finding)</p>'}</section>")
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>ocrlib reports {when}</title>
+<style>{_STYLE}</style></head><body>
+<h1>ocrlib — meeting notes, {when}</h1>
+<p class="meta">profile <b>{html.escape(profile)}</b> · seed {seed} · device {html.escape(device_description())} ·
+{sum(r.status == 'ok' for r in runs)}/{len(runs)} notebooks ran in {sum(r.seconds for r in runs) / 60:.0f} min ·
+<a href="history.html">earlier meetings</a></p>
+<h2>Models at a glance</h2>{summary_table(runs)}
+<h2>Notebooks: what was asked, what was found</h2>{''.join(sections)}
+</body></html>"""
     path = out_dir / "index.html"
     path.write_text(page, encoding="utf-8")
     (out_dir / "index.json").write_text(json.dumps(
-        {"profile": profile, "seed": seed, "device": device_description(),
+        {"profile": profile, "seed": seed, "device": device_description(), "written": when,
          "runs": [{**asdict(r), "notebook": str(r.notebook)} for r in runs]}, indent=2))
+    return path
+
+
+def append_history(runs: list[NotebookRun], profile: str, seed: int, out_dir: Path) -> Path:
+    """Add this meeting to reports/history.jsonl and render reports/history.html, newest first."""
+    record = {"written": dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "profile": profile, "seed": seed,
+              "device": device_description(), "minutes": round(sum(r.seconds for r in runs) / 60, 1),
+              "runs": [{"name": r.name, "status": r.status, "summary": r.summary,
+                        "finding": r.finding.split("\n")[0][:400]} for r in runs]}
+    log = out_dir / "history.jsonl"
+    with log.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+    meetings = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+    parts = []
+    for m in reversed(meetings):
+        runs_m = [NotebookRun(r["name"], Path(r["name"]), status=r["status"], summary=r["summary"]) for r in m["runs"]]
+        failed = [r["name"] for r in m["runs"] if r["status"] != "ok"]
+        parts.append(f"<section><h2>{html.escape(m['written'])} · profile {html.escape(m['profile'])} · seed "
+                     f"{m['seed']}</h2><p class=\"meta\">{html.escape(m['device'])} · {m['minutes']} min · "
+                     f"{len(m['runs']) - len(failed)}/{len(m['runs'])} ok"
+                     f"{' · failed: ' + html.escape(', '.join(failed)) if failed else ''}</p>{summary_table(runs_m)}"
+                     "</section>")
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>ocrlib: earlier meetings</title>
+<style>{_STYLE}</style></head><body><h1>ocrlib — every meeting, newest first</h1>
+<p><a href="index.html">the latest notes</a></p>{''.join(parts)}</body></html>"""
+    path = out_dir / "history.html"
+    path.write_text(page, encoding="utf-8")
     return path
 
 
@@ -151,6 +242,8 @@ def run_reports(profile: str = "quick", seed: int = 0, only: list[str] | None = 
         print(f"{label}: {run.status} in {run.seconds:.0f} s {run.error}".rstrip(), file=sys.stderr, flush=True)
         # The index is current after every notebook; with --only it keeps the other notebooks' earlier runs.
         write_index(sorted(kept + runs[:i], key=lambda r: r.name), profile, seed, out_dir)
+    if not only:  # a complete meeting goes into the history
+        append_history(runs, profile, seed, out_dir)
     return runs
 
 

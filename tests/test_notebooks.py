@@ -25,10 +25,12 @@ def test_notebook_is_stored_without_outputs_and_has_a_parameters_cell(path):
     assert any("findings" in c.metadata.get("tags", []) for c in nb.cells), "end with a cell tagged `findings`"
 
 
-def _tiny_notebook(path, body):
-    nb = new_notebook(cells=[new_code_cell("profile = 'smoke'\nseed = 0", metadata={"tags": ["parameters"]}),
-                             new_code_cell(body, metadata={"tags": ["findings"]}),
-                             new_markdown_cell("end")])
+def _tiny_notebook(path, body, intro="", summary=""):
+    cells = [new_markdown_cell(intro)] if intro else []
+    cells += [new_code_cell("profile = 'smoke'\nseed = 0", metadata={"tags": ["parameters"]}),
+              new_code_cell(body, metadata={"tags": ["findings"]})]
+    cells += [new_code_cell(summary, metadata={"tags": ["summary"]})] if summary else []
+    nb = new_notebook(cells=cells + [new_markdown_cell("end")])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, path)
 
@@ -49,7 +51,8 @@ def test_a_failing_notebook_is_reported_and_the_others_still_run(tmp_path, capsy
     assert runs[0].finding == "all good smoke" and runs[2].finding == "still ran"
     index = (out / "index.html").read_text()
     assert "01_broken" in index and "failed" in index and "02_after.html" in index
-    assert {p.name for p in out.glob("*.html")} == {"00_fine.html", "01_broken.html", "02_after.html", "index.html"}
+    assert {p.name for p in out.glob("*.html")} == {"00_fine.html", "01_broken.html", "02_after.html", "index.html",
+                                                    "history.html"}
     assert json.loads((out / "index.json").read_text())["profile"] == "smoke"
 
     # Re-running one notebook keeps the others' rows in the index.
@@ -77,3 +80,25 @@ def test_every_notebook_runs_end_to_end_with_the_smoke_profile(tmp_path):
     failed = {r.name: r.error for r in runs if r.status != "ok"}
     assert failed == {}
     assert all(r.finding for r in runs), "every notebook states its findings"
+
+
+@pytest.mark.slow  # papermill starts a kernel per notebook
+def test_the_index_reads_as_meeting_notes_and_each_full_run_joins_the_history(tmp_path):
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    _tiny_notebook(nbs / "10_model.ipynb", "from IPython.display import Markdown\nMarkdown('SA **0.42** on <i>TeX</i>')",
+                   intro="# 10 · A model\n\nThe method.\n\n**Question.** How well does it *read*?",
+                   summary="import json\nprint(json.dumps({'model': 'satrn', 'val SA': 0.4242, 'steps': 12}))")
+    out = tmp_path / "reports"
+    runs = run_reports("smoke", 0, notebooks_dir=nbs, out_dir=out)
+    assert runs[0].question == "**10 · A model.** **Question.** How well does it *read*?"
+    assert runs[0].summary == {"model": "satrn", "val SA": 0.4242, "steps": 12}
+    index = (out / "index.html").read_text()
+    assert "<strong>0.42</strong>" in index and "**" not in index  # markdown rendered, not shown
+    assert "&lt;i&gt;TeX&lt;/i&gt;" in index  # raw HTML in a finding is escaped
+    assert "<em>read</em>" in index and "<td>0.424</td>" in index and "<td>satrn</td>" in index
+    run_reports("smoke", 0, notebooks_dir=nbs, out_dir=out)
+    run_reports("smoke", 0, only=["10"], notebooks_dir=nbs, out_dir=out)  # a partial run is no meeting
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert len(history) == 2 and history[0]["runs"][0]["summary"]["val SA"] == 0.4242
+    assert (out / "history.html").read_text().count("<section>") == 2
