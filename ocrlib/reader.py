@@ -74,6 +74,17 @@ class FormulaReader:
             self.model = OnnxRecognizer(onnx_folder)
         self.decoding = decoding_with(self.config, beam, brackets, length_penalty)
 
+    def show_attention_of_layer(self, layer: int) -> None:
+        """Report the cross-attention of this decoder layer (0 = first, -1 = last, the default) in readings'
+        `attention`: transformer decoders (SATRN) have one map per layer; other models have one map."""
+        decoder = getattr(self.model, "decoder", None)
+        if not hasattr(decoder, "attention_layer"):
+            raise BadInput(self.checkpoint, f"a {self.config.name} model has one attention map, no layers to choose")
+        if not -len(decoder.layers) <= layer < len(decoder.layers):
+            raise BadInput(self.checkpoint, f"attention layer {layer} out of range: the decoder has "
+                                            f"{len(decoder.layers)} layers")
+        decoder.attention_layer = layer
+
     def describe(self) -> dict:
         return {"checkpoint": str(self.checkpoint), "model": self.config.name, "input_height": self.config.data.height,
                 "keep_aspect": self.config.data.width is None, "vocabulary": len(self.vocab),

@@ -66,3 +66,19 @@ def test_width_groups_keep_similar_widths_together_and_cover_every_image():
     for group in groups:
         assert len(group) <= 3 and max(widths[i] for i in group) <= 1.3 * min(widths[i] for i in group)
     assert [sorted(widths[i] for i in g) for g in groups] == [[64, 65, 66], [70, 80], [300, 320], [900, 1000]]
+
+
+def test_the_cross_attention_of_any_decoder_layer_can_be_shown(images):
+    from ocrlib.errors import BadInput
+
+    reader = FormulaReader(beam=1)
+    last = reader.read(images[:1])[0]
+    reader.show_attention_of_layer(0)
+    first = reader.read(images[:1])[0]
+    assert first.tokens == last.tokens and first.attention.shape == last.attention.shape  # the same reading
+    assert not np.allclose(first.attention, last.attention, atol=1e-3)  # another layer's maps
+    assert np.allclose(first.attention.sum(axis=(1, 2)), 1.0, atol=1e-3)
+    reader.show_attention_of_layer(-1)
+    assert np.allclose(reader.read(images[:1])[0].attention, last.attention)
+    with pytest.raises(BadInput, match="attention layer 5 out of range"):
+        reader.show_attention_of_layer(5)

@@ -514,6 +514,7 @@ class TransformerDecoder(nn.Module):
         )
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, vocab_size)
+        self.attention_layer = -1  # whose cross-attention (averaged over heads) decoding reports; -1 = the last
 
     def memory_kv(self, memory: torch.Tensor) -> list[KV]:
         """Cross-attention keys/values of every layer, made contiguous once so that decoding steps
@@ -526,15 +527,16 @@ class TransformerDecoder(nn.Module):
 
     def run(self, tokens: torch.Tensor, memory_kv: list[KV], caches: list[KV] | None = None,
             need_weights: bool = False, memory_mask: torch.Tensor | None = None):
-        """tokens (B,T) at positions past..past+T-1 -> logits (B,T,V), new caches, last layer's
-        cross-attention (B,T,S) | None. memory_mask (B,S): memory positions that hold image."""
+        """tokens (B,T) at positions past..past+T-1 -> logits (B,T,V), new caches, the cross-attention of layer
+        `self.attention_layer` (B,T,S) | None. memory_mask (B,S): memory positions that hold image."""
         past = 0 if caches is None else caches[0][0].size(2)
         x = self.dropout(self.pos(self.embed(tokens) * self.scale, offset=past))  # (B, T, D)
         new_caches, weights = [], None
+        shown = self.attention_layer % len(self.layers)  # only this layer's map is computed and returned
         for i, layer in enumerate(self.layers):
-            last = i == len(self.layers) - 1  # only the last layer's map is returned
-            x, cache, weights = layer(x, memory_kv[i], None if caches is None else caches[i], need_weights and last,
-                                      memory_mask)
+            x, cache, layer_weights = layer(x, memory_kv[i], None if caches is None else caches[i],
+                                            need_weights and i == shown, memory_mask)
+            weights = layer_weights if i == shown else weights
             new_caches.append(cache)
         return self.head(self.norm(x)), new_caches, weights
 
