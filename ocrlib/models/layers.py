@@ -365,7 +365,7 @@ class MultiHeadAttention(nn.Module):
             out = dropout(attn, p) @ v  # (B, h, T, dh)
             weights = attn.mean(1) if need_weights else None  # (B, T, S)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, h, T, dh)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, h, T, dh); p is 0 here
         out = out.transpose(1, 2).reshape(rows, -1, self.n_heads * self.head_dim)  # (B, T, h*dh)
         if weights is not None:
             weights = weights.reshape(rows, -1, weights.size(-1))
