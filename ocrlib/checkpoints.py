@@ -81,16 +81,29 @@ def export_weights(checkpoint: str | Path, out: str | Path, dtype: torch.dtype =
             "parameters": sum(v.numel() for v in weights.values() if v.is_floating_point())}
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
-    """A checkpoint written by `ocrlib.train` -> (model in eval mode, Vocab, RunConfig)."""
-    state = read_checkpoint(path, device)
-    missing = [key for key in ("model", "vocab", "config") if key not in state]
+def read_model_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                          needs: tuple[str, ...] = ("model", "vocab", "config")) -> dict:
+    """`read_checkpoint`, refusing a file without the model parts named in `needs`."""
+    state = read_checkpoint(path, map_location)
+    missing = [key for key in needs if key not in state]
     if missing:
         raise BadInput(path, f"not an ocrlib checkpoint (no {', '.join(missing)})")
+    return state
+
+
+def load_weights(model, state: dict, path: str | Path, target: str = "the model of its config") -> None:
+    """state["model"] into `model` (fp16 weights, as a shipped model holds, are cast to the model's fp32); weights
+    of other shapes are a one-line BadInput naming `target`."""
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise BadInput(path, f"weights do not fit {target} ({str(err).splitlines()[0]})") from err
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
+    """A checkpoint written by `ocrlib.train` -> (model in eval mode, Vocab, RunConfig)."""
+    state = read_model_checkpoint(path, device)
     vocab, config = Vocab(state["vocab"]), config_of(state, path)
     model = model_from_config(config, vocab)
-    try:
-        model.load_state_dict(state["model"])  # fp16 weights (a shipped model) are cast to the model's fp32
-    except RuntimeError as err:
-        raise BadInput(path, f"weights do not fit the model of its config ({str(err).splitlines()[0]})") from err
+    load_weights(model, state, path)
     return model.to(device).eval(), vocab, config

@@ -43,7 +43,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ocrlib.checkpoints import read_checkpoint, save_checkpoint
+from ocrlib.checkpoints import load_weights, read_checkpoint, read_model_checkpoint, save_checkpoint
 from ocrlib.config import DataConfig, RunConfig, TrainingConfig, load_config
 from ocrlib.data.build import synthetic_sets
 from ocrlib.data.dataset import BucketBatchSampler, FormulaDataset, make_loader
@@ -385,19 +385,8 @@ def setup_engine(config: RunConfig, vocab, procs: Processes) -> Engine:
 
 def initial_weights(init_from: str) -> dict:
     """The checkpoint a fine-tuning run starts from ("pretrained" = the shipped model): weights and vocabulary."""
-    state = read_checkpoint(default_checkpoint() if init_from == "pretrained" else init_from)
-    if "model" not in state or "vocab" not in state:
-        raise BadInput(init_from, "not an ocrlib checkpoint (no model or vocab): cannot start training from it")
-    return state
-
-
-def load_initial_weights(model: nn.Module, init: dict, init_from: str) -> None:
-    """Copy (and cast: a shipped model is fp16) the weights; a model of another size is a one-line error."""
-    try:
-        model.load_state_dict(init["model"])
-    except RuntimeError as err:
-        raise BadInput(init_from, "its weights do not fit this run's model (fine-tune with the same model "
-                                  f"config): {str(err).splitlines()[0]}") from err
+    return read_model_checkpoint(default_checkpoint() if init_from == "pretrained" else init_from,
+                                 needs=("model", "vocab"))
 
 
 def restore(checkpoint: dict, engine: Engine, data: RunData, procs: Processes) -> TrainState:
@@ -551,8 +540,9 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, budget_m
         if procs.master:
             _truncate_log(run_dir / LOG, state.step)
     else:
-        if init:
-            load_initial_weights(engine.raw_model, init, training.init_from)
+        if init:  # another size of model is a one-line error
+            load_weights(engine.raw_model, init, training.init_from,
+                         "this run's model; fine-tune with the same model config")
         state = TrainState()
         torch.manual_seed(training.seed + procs.rank)  # per-process dropout / teacher-forcing draws after a shared init
     if procs.master:
