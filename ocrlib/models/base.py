@@ -52,6 +52,11 @@ from ocrlib.models.layers import ColumnPadding, key_mask
 __all__ = ["Recognizer", "ParallelRecognizer", "DecodeResult"]
 
 
+def channels_last(images: torch.Tensor) -> torch.Tensor:
+    """images (B, C, H, W) in the layout the models' convolutions use (a no-op for a batch already in it)."""
+    return images.contiguous(memory_format=torch.channels_last)
+
+
 class Recognizer(nn.Module):
     """Base class: image -> token ids. Subclasses set `Config`, implement `build` and `encode`."""
 
@@ -66,6 +71,9 @@ class Recognizer(nn.Module):
         self.pad_id, self.sos_id, self.eos_id = pad_id, sos_id, eos_id
         self.decoder: nn.Module | None = None  # set by build() in encoder-decoder models
         self.build(self.config)
+        # convolutions run channels-last (NHWC): oneDNN's native layout, so no reorder around each convolution, and a
+        # feature map flattens to (B, S, C) without a copy. Checkpoints keep their keys and load either way.
+        self.to(memory_format=torch.channels_last)
 
     def build(self, c: ModelConfig) -> None:
         """Create the layers from the config (called once by __init__)."""
@@ -78,7 +86,7 @@ class Recognizer(nn.Module):
     def encode_masked(self, images: torch.Tensor, widths: torch.Tensor | None):
         """-> memory (B,S,C), (h, w), mask (B,S) bool of the positions that hold image (None: all do)."""
         pad = ColumnPadding.of(widths, images.size(-1))
-        memory, hw = self.encode(images, pad)
+        memory, hw = self.encode(channels_last(images), pad)
         return memory, hw, self.memory_mask(pad, hw)
 
     def memory_mask(self, pad: ColumnPadding | None, hw: tuple[int, int]) -> torch.Tensor | None:
@@ -154,10 +162,10 @@ class ParallelRecognizer(Recognizer):
     def forward(self, images: torch.Tensor, targets: torch.Tensor, tf_ratio: float = 1.0,
                 widths: torch.Tensor | None = None) -> torch.Tensor:
         pad = ColumnPadding.of(widths, images.size(-1))
-        return self.predict(images, pad)[0][:, :self.positions(targets)]  # (B, T, V)
+        return self.predict(channels_last(images), pad)[0][:, :self.positions(targets)]  # (B, T, V)
 
     def init_state(self, images: torch.Tensor, widths: torch.Tensor | None = None) -> dict:
-        logits, attention, hw = self.predict(images, ColumnPadding.of(widths, images.size(-1)))
+        logits, attention, hw = self.predict(channels_last(images), ColumnPadding.of(widths, images.size(-1)))
         return {"log_probs": logits.log_softmax(-1), "maps": attention, "hw": hw, "t": 0}
 
     def step(self, state: dict, prev_tokens: torch.Tensor) -> tuple[torch.Tensor, dict]:

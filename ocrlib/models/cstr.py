@@ -25,8 +25,8 @@ from torch import nn
 
 from ocrlib.config import Ints, ModelConfig, Strides
 from ocrlib.models.base import ParallelRecognizer
-from ocrlib.models.layers import (Adaptive2DPositionalEncoding, BasicBlock, ColumnPadding, Dropout, conv_bn_relu,
-                                  key_mask, masked_mean, run_zeroing_padding, zero_padding)
+from ocrlib.models.layers import (Adaptive2DPositionalEncoding, BasicBlock, ColumnPadding, Dropout, FoldingSequential,
+                                  conv_bn_relu, key_mask, masked_mean, run_zeroing_padding, zero_padding)
 
 
 @dataclass
@@ -54,7 +54,7 @@ class CBAM(nn.Module):
         super().__init__()
         hidden = max(channels // reduction, 1)
         self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1))
-        self.spatial = nn.Sequential(nn.Conv2d(2, 1, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(1))
+        self.spatial = FoldingSequential(nn.Conv2d(2, 1, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(1))
 
     def forward(self, x: torch.Tensor, pad: ColumnPadding | None = None) -> torch.Tensor:
         mean = masked_mean(x, pad)[:, :, None, None]  # (B, C, 1, 1)

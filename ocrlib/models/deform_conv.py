@@ -40,7 +40,7 @@ def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, b
                             indexing="ij")
     base_y = (ky.reshape(K, 1, 1) + oy).to(x.dtype)  # (K, Ho, Wo)
     base_x = (kx.reshape(K, 1, 1) + ox).to(x.dtype)
-    offset = offset.view(B, K, 2, Ho, Wo)
+    offset = offset.reshape(B, K, 2, Ho, Wo)
     y = base_y + offset[:, :, 0]  # (B, K, Ho, Wo)
     xs = base_x + offset[:, :, 1]
 
@@ -51,8 +51,8 @@ def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, b
                          align_corners=False)  # (B, C, K*Ho, Wo)
     cols = cols.view(B, C, K, Ho * Wo)
     if mask is not None:
-        cols = cols * mask.view(B, 1, K, Ho * Wo)
-    out = weight.view(O, C * K) @ cols.view(B, C * K, Ho * Wo)  # (B, O, Ho*Wo)
+        cols = cols * mask.reshape(B, 1, K, Ho * Wo)
+    out = weight.reshape(O, C * K) @ cols.view(B, C * K, Ho * Wo)  # (B, O, Ho*Wo); weights may be channels-last
     if bias is not None:
         out = out + bias.view(1, O, 1)
     return out.view(B, O, Ho, Wo)

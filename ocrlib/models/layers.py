@@ -21,6 +21,7 @@ Both decoders follow one protocol, which `base.Recognizer` and `ocrlib.decoding`
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -176,8 +177,52 @@ class Adaptive2DPositionalEncoding(nn.Module):
 # --------------------------------------------------------------------------- CNN parts
 
 
+def conv2d(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d | None = None) -> torch.Tensor:
+    """conv(x), then bn in eval mode folded in: its running statistics scale the convolution's weights and shift
+    its bias, so the feature map is written once instead of twice. A strided 1x1 convolution subsamples first (the
+    same function, without computing the skipped positions; oneDNN's channels-last backward of a strided 1x1
+    convolution over fewer than 16 channels corrupts memory in torch 2.13)."""
+    weight, bias, stride = conv.weight, conv.bias, conv.stride
+    if conv.kernel_size == (1, 1) and stride != (1, 1) and conv.padding in ((0, 0), "valid"):
+        x, stride = x[:, :, ::stride[0], ::stride[1]], 1
+    if bn is not None:
+        scale, shift = bn_scale_shift(bn)
+        bias = shift + (0 if bias is None else bias * scale)
+        weight = weight * scale.view(-1, 1, 1, 1)
+    return F.conv2d(x, weight, bias, stride, conv.padding, conv.dilation, conv.groups)
+
+
+def bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch norm in eval mode as y = x * scale + shift, (C,) each."""
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
+
+
+class FoldingSequential(nn.Sequential):
+    """nn.Sequential (same children, same checkpoint keys) whose convolutions run through `conv2d`: in eval mode a
+    Conv2d -> BatchNorm2d pair is one convolution, and a batch norm on its own one multiply-add (torch's kernel is
+    3x slower on a channel slice of a larger map, what a DenseNet layer reads). Training keeps the layers as they
+    are: batch statistics cannot be folded."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        layers = list(self)
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            if isinstance(layer, nn.Conv2d):
+                fold = not self.training and i + 1 < len(layers) and isinstance(layers[i + 1], nn.BatchNorm2d)
+                x = conv2d(x, layer, layers[i + 1] if fold else None)
+                i += 2 if fold else 1
+            elif isinstance(layer, nn.BatchNorm2d) and not self.training:
+                scale, shift = bn_scale_shift(layer)
+                x, i = torch.addcmul(shift.view(-1, 1, 1), x, scale.view(-1, 1, 1)), i + 1
+            else:
+                x, i = layer(x), i + 1
+        return x
+
+
 def conv_bn_relu(in_ch: int, out_ch: int, kernel: int = 3, stride=1, groups: int = 1) -> nn.Sequential:
-    return nn.Sequential(
+    return FoldingSequential(
         nn.Conv2d(in_ch, out_ch, kernel, stride, padding=kernel // 2, groups=groups, bias=False),
         nn.BatchNorm2d(out_ch),
         nn.ReLU(inplace=True),
@@ -209,12 +254,17 @@ class DenseLayer(nn.Module):
 
     def __init__(self, in_ch: int, growth: int, bottleneck: int, dropout: float = 0.0):
         super().__init__()
-        self.reduce = nn.Sequential(nn.BatchNorm2d(in_ch), nn.ReLU(inplace=True), nn.Conv2d(in_ch, bottleneck, 1, bias=False),
-                                    nn.BatchNorm2d(bottleneck), nn.ReLU(inplace=True))
+        self.reduce = FoldingSequential(nn.BatchNorm2d(in_ch), nn.ReLU(inplace=True),
+                                        nn.Conv2d(in_ch, bottleneck, 1, bias=False), nn.BatchNorm2d(bottleneck),
+                                        nn.ReLU(inplace=True))
         self.grow = nn.Sequential(nn.Conv2d(bottleneck, growth, 3, padding=1, bias=False), Dropout(dropout))
 
+    def new_features(self, x: torch.Tensor, pad: ColumnPadding | None = None) -> torch.Tensor:
+        """The `growth` channels this layer adds to x."""
+        return self.grow(zero_padding(self.reduce(x), pad))  # the 3x3 conv sees zeros beside the image, as alone
+
     def forward(self, x: torch.Tensor, pad: ColumnPadding | None = None) -> torch.Tensor:
-        return torch.cat([x, self.grow(zero_padding(self.reduce(x), pad))], dim=1)  # the 3x3 conv sees zeros beside
+        return torch.cat([x, self.new_features(x, pad)], dim=1)
 
 
 class DenseTransition(nn.Module):
@@ -224,7 +274,7 @@ class DenseTransition(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, pool: bool = True):
         super().__init__()
-        self.body = nn.Sequential(nn.BatchNorm2d(in_ch), nn.ReLU(inplace=True), nn.Conv2d(in_ch, out_ch, 1, bias=False))
+        self.body = FoldingSequential(nn.BatchNorm2d(in_ch), nn.ReLU(inplace=True), nn.Conv2d(in_ch, out_ch, 1, bias=False))
         self.pool = nn.AvgPool2d(2) if pool else nn.Identity()
 
     def forward(self, x: torch.Tensor, pad: ColumnPadding | None = None) -> torch.Tensor:
@@ -254,7 +304,31 @@ class DenseNetStem(nn.Module):
         self.reduction = 8
 
     def forward(self, images: torch.Tensor, pad: ColumnPadding | None = None) -> torch.Tensor:
-        return run_zeroing_padding(self.body, images, pad)  # (B, C, H/8, W/8)
+        if torch.is_grad_enabled():
+            return run_zeroing_padding(self.body, images, pad)  # (B, C, H/8, W/8)
+        return self._forward_in_place(images, pad)
+
+    def _forward_in_place(self, x: torch.Tensor, pad: ColumnPadding | None) -> torch.Tensor:
+        """The same without autograd: each dense block writes its layers' features into one preallocated map
+        instead of concatenating a growing copy at every layer (quadratic in the depth)."""
+        layers = list(self.body)
+        i = 0
+        while i < len(layers):
+            block = list(itertools.takewhile(lambda layer: isinstance(layer, DenseLayer), layers[i:]))
+            if not block:
+                layer = layers[i]
+                x = zero_padding(layer(x, pad) if getattr(layer, "takes_padding", False) else layer(x), pad)
+                i += 1
+                continue
+            c, growth = x.size(1), block[0].grow[0].out_channels
+            out = torch.empty(x.size(0), c + growth * len(block), *x.shape[2:], dtype=x.dtype, device=x.device,
+                              memory_format=torch.channels_last)
+            out[:, :c] = x
+            for layer in block:
+                out[:, c:c + growth] = zero_padding(layer.new_features(out[:, :c], pad), pad)
+                c += growth
+            x, i = out, i + len(block)
+        return x
 
 
 class BasicBlock(nn.Module):
@@ -265,10 +339,10 @@ class BasicBlock(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, stride=1):
         super().__init__()
         self.conv1 = conv_bn_relu(in_ch, out_ch, 3, stride)
-        self.conv2 = nn.Sequential(nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False), nn.BatchNorm2d(out_ch))
+        self.conv2 = FoldingSequential(nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False), nn.BatchNorm2d(out_ch))
         needs_projection = in_ch != out_ch or stride not in (1, (1, 1))
         self.shortcut = (
-            nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch))
+            FoldingSequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch))
             if needs_projection else nn.Identity()
         )
 
@@ -403,7 +477,7 @@ class LocalityAwareFeedForward(nn.Module):
     def forward(self, x: torch.Tensor, hw: tuple[int, int] | None = None, pad: ColumnPadding | None = None):
         B, S, D = x.shape
         H, W = hw
-        grid = x.transpose(1, 2).reshape(B, D, H, W)  # (B, D, H, W)
+        grid = x.reshape(B, H, W, D).permute(0, 3, 1, 2)  # (B, D, H, W), channels-last: a view, no copy
         expand, depthwise, drop, project = self.net
         inner = zero_padding(expand(grid), pad)  # the depthwise conv must see zeros beside the image, as alone
         return project(drop(depthwise(inner))).flatten(2).transpose(1, 2)  # (B, S, D)

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ocrlib.models.layers import FoldingSequential
+
 
 def fiducial_points(num: int, margin: float = 0.05) -> torch.Tensor:
     """(num, 2) control points as (x, y): num/2 evenly along the top edge, num/2 along the bottom (ASTER)."""
@@ -92,7 +94,7 @@ class TPSRectifier(nn.Module):
             layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
                        nn.MaxPool2d(2)]
             c_in = c_out
-        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.features = FoldingSequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.fc1 = nn.Sequential(nn.Linear(c_in, loc_hidden), nn.ReLU(inplace=True))
         self.fc2 = nn.Linear(loc_hidden, 2 * num_fiducial)
         ctrl = fiducial_points(num_fiducial, margin)
