@@ -2,7 +2,9 @@
 
 - positional encodings: `sinusoid_table`, `PositionalEncoding1D`, `Adaptive2DPositionalEncoding`
   (SATRN's A2DPE; `adaptive=False` gives the plain 2D sinusoidal encoding)
-- CNN parts: `ShallowCNN` (SATRN stem, 1/4 resolution), `BasicBlock` + `ResNetBackbone` (ASTER-style)
+- CNN parts: `conv2d` and `FoldingSequential` (batch norms folded into convolutions in eval mode), `ShallowCNN`
+  (SATRN stem), `DenseNetStem` (the competition's), `BasicBlock` + `ResNetBackbone` (ASTER-style); every model runs
+  its convolutions channels-last (`base.Recognizer`)
 - transformer parts: `MultiHeadAttention` (head_dim * n_heads may differ from d_model),
   `FeedForward`, `LocalityAwareFeedForward`, `TransformerEncoderLayer`, `TransformerDecoderLayer`
   (self-attention key/value cache), `TransformerDecoder` (embedding + layers + head, step API)
