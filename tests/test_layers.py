@@ -17,9 +17,10 @@ def random_statistics(module: nn.Module, seed: int = 1) -> nn.Module:
     """Every batch norm in module with running statistics and affine parameters far from the identity."""
     g = torch.Generator().manual_seed(seed)
     for bn in module.modules():
-        if isinstance(bn, nn.BatchNorm2d):
+        if isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
             bn.running_mean.normal_(0, 0.5, generator=g)
             bn.running_var.uniform_(0.5, 2.0, generator=g)
+        if isinstance(bn, nn.BatchNorm2d) and bn.affine:
             bn.weight.data.normal_(1, 0.5, generator=g)  # negative scales too
             bn.bias.data.normal_(0, 0.5, generator=g)
     return module
@@ -88,6 +89,12 @@ def test_eval_folds_batch_norm_into_the_convolution_and_computes_the_same():
         assert any("batch_norm" in op for op in ops_run(lambda: plain(x)))  # the check can fail
     torch.testing.assert_close(folding.train()(x), plain.train()(x), atol=1e-5, rtol=1e-5)  # batch statistics
     torch.testing.assert_close(folding[1].running_mean, plain[1].running_mean)  # and they were updated alike
+    # batch norms without an affine part or without running statistics (these normalise by the batch in eval too)
+    for bn in (nn.BatchNorm2d(10, affine=False), nn.BatchNorm2d(10, track_running_stats=False)):
+        plain = random_statistics(nn.Sequential(nn.Conv2d(6, 10, 3, padding=1), bn)).eval()
+        folding = FoldingSequential(*copy.deepcopy(plain)).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(folding(x), plain(x), atol=1e-5, rtol=1e-5)
 
 
 def test_strided_pointwise_convolution_is_exact_and_survives_backward_channels_last():

@@ -195,9 +195,17 @@ def conv2d(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d | None = None) -
 
 
 def bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """A batch norm in eval mode as y = x * scale + shift, (C,) each."""
-    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-    return scale, bn.bias - bn.running_mean * scale
+    """A batch norm in eval mode (with running statistics) as y = x * scale + shift, (C,) each."""
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.affine:
+        scale = bn.weight * scale
+    shift = -bn.running_mean * scale
+    return scale, (shift + bn.bias if bn.affine else shift)
+
+
+def _foldable(layer: nn.Module, training: bool) -> bool:
+    """A batch norm that normalises with its running statistics, i.e. an affine map: eval mode, statistics kept."""
+    return isinstance(layer, nn.BatchNorm2d) and not training and layer.track_running_stats
 
 
 class FoldingSequential(nn.Sequential):
@@ -212,10 +220,10 @@ class FoldingSequential(nn.Sequential):
         while i < len(layers):
             layer = layers[i]
             if isinstance(layer, nn.Conv2d):
-                fold = not self.training and i + 1 < len(layers) and isinstance(layers[i + 1], nn.BatchNorm2d)
+                fold = i + 1 < len(layers) and _foldable(layers[i + 1], self.training)
                 x = conv2d(x, layer, layers[i + 1] if fold else None)
                 i += 2 if fold else 1
-            elif isinstance(layer, nn.BatchNorm2d) and not self.training:
+            elif _foldable(layer, self.training):
                 scale, shift = bn_scale_shift(layer)
                 x, i = torch.addcmul(shift.view(-1, 1, 1), x, scale.view(-1, 1, 1)), i + 1
             else:
