@@ -268,6 +268,7 @@ class DenseLayer(nn.Module):
                                         nn.Conv2d(in_ch, bottleneck, 1, bias=False), nn.BatchNorm2d(bottleneck),
                                         nn.ReLU(inplace=True))
         self.grow = nn.Sequential(nn.Conv2d(bottleneck, growth, 3, padding=1, bias=False), Dropout(dropout))
+        self.growth = growth
 
     def new_features(self, x: torch.Tensor, pad: ColumnPadding | None = None) -> torch.Tensor:
         """The `growth` channels this layer adds to x."""
@@ -321,23 +322,20 @@ class DenseNetStem(nn.Module):
     def _forward_in_place(self, x: torch.Tensor, pad: ColumnPadding | None) -> torch.Tensor:
         """The same without autograd: each dense block writes its layers' features into one preallocated map
         instead of concatenating a growing copy at every layer (quadratic in the depth)."""
-        layers = list(self.body)
-        i = 0
-        while i < len(layers):
-            block = list(itertools.takewhile(lambda layer: isinstance(layer, DenseLayer), layers[i:]))
-            if not block:
-                layer = layers[i]
-                x = zero_padding(layer(x, pad) if getattr(layer, "takes_padding", False) else layer(x), pad)
-                i += 1
+        for dense, group in itertools.groupby(self.body, key=lambda layer: isinstance(layer, DenseLayer)):
+            group = list(group)
+            if not dense:
+                for layer in group:
+                    x = run_zeroing(layer, x, pad)
                 continue
-            c, growth = x.size(1), block[0].grow[0].out_channels
-            out = torch.empty(x.size(0), c + growth * len(block), *x.shape[2:], dtype=x.dtype, device=x.device,
-                              memory_format=torch.channels_last)
+            c = x.size(1)
+            out = torch.empty(x.size(0), c + sum(layer.growth for layer in group), *x.shape[2:], dtype=x.dtype,
+                              device=x.device, memory_format=torch.channels_last)
             out[:, :c] = x
-            for layer in block:
-                out[:, c:c + growth] = zero_padding(layer.new_features(out[:, :c], pad), pad)
-                c += growth
-            x, i = out, i + len(block)
+            for layer in group:
+                out[:, c:c + layer.growth] = zero_padding(layer.new_features(out[:, :c], pad), pad)
+                c += layer.growth
+            x = out
         return x
 
 
@@ -362,13 +360,18 @@ class BasicBlock(nn.Module):
 
 
 def run_zeroing_padding(layers: nn.Sequential, x: torch.Tensor, pad: ColumnPadding | None) -> torch.Tensor:
-    """Apply layers in turn, zeroing padded columns after each; blocks that mix columns inside
-    (`takes_padding`) get `pad` themselves."""
+    """Apply layers in turn, zeroing padded columns after each (`run_zeroing`)."""
     if pad is None:
         return layers(x)
     for layer in layers:
-        x = pad.zero(layer(x, pad) if getattr(layer, "takes_padding", False) else layer(x))
+        x = run_zeroing(layer, x, pad)
     return x
+
+
+def run_zeroing(layer: nn.Module, x: torch.Tensor, pad: ColumnPadding | None) -> torch.Tensor:
+    """layer(x) with padded columns zeroed after it; a block that mixes columns inside (`takes_padding`) gets `pad`
+    itself."""
+    return zero_padding(layer(x, pad) if getattr(layer, "takes_padding", False) else layer(x), pad)
 
 
 class ResNetBackbone(nn.Module):
