@@ -235,12 +235,13 @@ def run_reports(profile: str = "quick", seed: int = 0, only: list[str] | None = 
     runs = planned_runs(notebooks_dir, only)
     if not runs:
         raise FileNotFoundError(f"{notebooks_dir}: no numbered notebooks to run")
-    kept = _earlier_runs(out_dir, profile, {r.name for r in runs}) if only else []
     for i, run in enumerate(runs, 1):
         label = f"[{i}/{len(runs)}] {run.name}"
         run_one(run, profile, seed, out_dir, progress=label if progress else None)
         print(f"{label}: {run.status} in {run.seconds:.0f} s {run.error}".rstrip(), file=sys.stderr, flush=True)
-        # The index is current after every notebook; with --only it keeps the other notebooks' earlier runs.
+        # The index is current after every notebook; with --only it keeps the other notebooks' runs, read again
+        # now so that a `report --only` running beside this one keeps its notebooks too.
+        kept = _earlier_runs(out_dir, profile, {r.name for r in runs}) if only else []
         write_index(sorted(kept + runs[:i], key=lambda r: r.name), profile, seed, out_dir)
     if not only:  # a complete meeting goes into the history
         append_history(runs, profile, seed, out_dir)

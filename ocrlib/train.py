@@ -90,14 +90,37 @@ def profile_run(model: str, built, preset: str, seed: int = 0, overrides: dict |
     """Train `model` at `preset` on sets of a built profile (data.build.build_datasets; by default the printed
     mathtext and TeX training renders, mathtext validation; a set named twice is seen twice as often),
     `overrides` on top, or find that run done before: a run is named by its config and data (`run_id`), so every
-    notebook asking for the same run shares one. -> (config, run folder, summary)."""
+    notebook asking for the same run shares one; a run that was interrupted (killed notebook, closed session)
+    resumes from its checkpoint. -> (config, run folder, summary)."""
     sets = built.sets
     base = {"data.train": [str(sets[name]) for name in train_sets], "data.val": str(sets[val_set]),
             "data.vocab": str(built.vocab_path), "training.seed": seed}
     config = load_config(model, preset=preset, overrides={**base, **(overrides or {})})
     folders = [sets[name] for name in dict.fromkeys(train_sets)] + [sets[val_set]]
     run_dir = RUNS_DIR / run_id(config, data_fingerprint(*folders))
-    return config, run_dir, train(config, run_dir, progress=progress)
+    with run_lock(run_dir):  # another notebook or process training this same run: wait, then read its summary
+        interrupted = not finished_summary(run_dir, config) and _same_config(run_dir, config) and \
+            (run_dir / CHECKPOINT).is_file()
+        return config, run_dir, train(config, run_dir, resume=interrupted, progress=progress)
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """Hold an exclusive lock on run_dir (a `.lock` file in it) while a run is trained or read."""
+    import fcntl  # POSIX; notebooks and `make reports` run on Linux and macOS
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _same_config(run_dir: Path, config: RunConfig) -> bool:
+    path = run_dir / "config.yaml"
+    return path.is_file() and yaml.safe_load(path.read_text()) == config.to_dict()
 
 
 def prepare_data(data: DataConfig, progress: bool = True) -> tuple[tuple[Path, ...], Path]:
@@ -118,9 +141,8 @@ def prepare_data(data: DataConfig, progress: bool = True) -> tuple[tuple[Path, .
 
 def finished_summary(run_dir: Path, config: RunConfig) -> dict | None:
     """The summary of a run that already finished in run_dir with this same config (then nothing to train)."""
-    if (run_dir / SUMMARY).is_file() and (run_dir / "config.yaml").is_file():
-        if yaml.safe_load((run_dir / "config.yaml").read_text()) == config.to_dict():
-            return json.loads((run_dir / SUMMARY).read_text())
+    if (run_dir / SUMMARY).is_file() and _same_config(run_dir, config):
+        return json.loads((run_dir / SUMMARY).read_text())
     return None
 
 

@@ -282,3 +282,53 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_and_resume_continues_the_same_run(d
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the processes' thread count: float sums depend on it
     train(config, tmp_path / "straight", progress=False)
     assert losses(run) == losses(tmp_path / "straight")  # the interrupted run is the same run
+
+
+def test_profile_run_resumes_an_interrupted_run_and_waits_for_one_in_progress(data_dirs, tmp_path, monkeypatch):
+    """A notebook killed mid-run (or a closed session) continues that run the next time it is asked for; two
+    notebooks asking for the same run at once train it once."""
+    import threading
+
+    import ocrlib.train as train_module
+
+    vocab = tmp_path / "tokens.txt"
+    vocab.write_text("\n".join(["<pad>", "<sos>", "<eos>", "<unk>", *ALPHABET]) + "\n")
+    built = SimpleNamespace(sets={"printed/train": data_dirs[0], "printed/val": data_dirs[1]}, vocab_path=vocab)
+    straight = tiny_config(*data_dirs)
+    overrides = {key: value for key, value in straight.to_dict()["training"].items() if key != "seed"}
+    overrides = {**{f"training.{k}": v for k, v in overrides.items()}, "model.dropout": 0.1, "model.max_len": 12,
+                 "data.augment": "light"}
+    monkeypatch.setattr(train_module, "RUNS_DIR", tmp_path / "runs")
+    real_save = train_module.save_checkpoint
+
+    def crash_after_step_4(state, path):
+        real_save(state, path)
+        if path.name == "checkpoint.pt" and state["step"] == 4:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(train_module, "save_checkpoint", crash_after_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.profile_run("satrn", built, "smoke", 0, overrides, progress=False, train_sets=("printed/train",))
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    config, run_dir, summary = train_module.profile_run("satrn", built, "smoke", 0, overrides, progress=False,
+                                                        train_sets=("printed/train",))
+    assert summary["steps"] == 6 and [s for s, _ in losses(run_dir)] == [1, 2, 3, 4, 5, 6]
+    train(config, tmp_path / "straight", progress=False)  # the same config, never interrupted
+    assert losses(run_dir) == losses(tmp_path / "straight")
+
+    # the lock: a second holder waits until the first lets go
+    order, held = [], threading.Event()
+
+    def first():
+        with train_module.run_lock(run_dir):
+            held.set()
+            time.sleep(0.3)
+            order.append("first done")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    held.wait()
+    with train_module.run_lock(run_dir):
+        order.append("second in")
+    thread.join()
+    assert order == ["first done", "second in"]
