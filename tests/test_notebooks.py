@@ -25,6 +25,21 @@ def test_notebook_is_stored_without_outputs_and_has_a_parameters_cell(path):
     assert any("findings" in c.metadata.get("tags", []) for c in nb.cells), "end with a cell tagged `findings`"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_reads_every_parameter_with_its_help(path):
+    """`papermill --help-notebook` and the parameter check read each `name = value  # help` line; a second `=` in
+    the help makes papermill skip the line with a warning."""
+    import ast
+
+    import papermill as pm
+
+    cell = next(c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+    assigned = {t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign) for t in node.targets}
+    found = pm.inspect_notebook(str(path))
+    assert set(found) == assigned
+    assert all(p["help"] for p in found.values()), "give each parameter a comment"
+
+
 def _tiny_notebook(path, body, intro="", summary=""):
     cells = [new_markdown_cell(intro)] if intro else []
     cells += [new_code_cell("profile = 'smoke'\nseed = 0", metadata={"tags": ["parameters"]}),
