@@ -5,6 +5,7 @@ import torch.nn.functional as F
 
 from ocrlib.models import create_model
 from ocrlib.models.deform_conv import DeformConv2d
+from ocrlib.models.layers import ColumnPadding
 from ocrlib.models.tps import TPSRectifier, fiducial_points
 
 from helpers import TINY, glyph_batch, glyph_formulas
@@ -36,6 +37,23 @@ def test_tps_identity_control_points_give_identity_warp():
     grid = same.grid(shift[None])  # (1, H, W, 2)
     warped = F.grid_sample(images, grid.expand(2, -1, -1, -1), align_corners=False)
     assert torch.allclose(warped[..., :-1], images[..., 1:], atol=1e-4)
+
+
+def test_keep_aspect_tps_keeps_each_image_width_and_its_padding():
+    """The identity warp of a keep-aspect rectifier returns a padded batch as it is (each image over its own
+    columns, the padding zero); at half the height, each image is its own columns resized by half."""
+    torch.manual_seed(0)
+    images = torch.rand(2, 1, 24, 80)
+    images[1, ..., 48:] = 0
+    pad = ColumnPadding.of(torch.tensor([80, 48]), 80)
+    same = TPSRectifier(1, (24, 40), num_fiducial=10, keep_aspect=True).eval()
+    assert torch.allclose(same(images, pad), images, atol=1e-4)
+    half = TPSRectifier(1, (12, 40), num_fiducial=10, keep_aspect=True).eval()(images, pad)
+    assert half.shape == (2, 1, 12, 40) and half[1, ..., 24:].abs().max() == 0
+    own = F.interpolate(images[1:, ..., :48], size=(12, 24), mode="bilinear", align_corners=False)
+    assert torch.allclose(half[1:, ..., :24], own, atol=1e-4)
+    fixed = TPSRectifier(1, (24, 40), num_fiducial=10).eval()(images, pad)
+    assert fixed.shape == (2, 1, 24, 40)  # the word-sized output squeezes an 80-px image to 40
 
 
 def test_gradient_reaches_the_tps_localisation_net():

@@ -13,6 +13,8 @@ units have a standard deviation of 0.04, so the attention context reached the de
 than the token embedding beside it (norm 0.6 against 11) and training sat at the language-model
 plateau (SA 0.000 after 2,832 steps); normalised, the context has the scale the Attention model's
 CNN grid gives it.
+Option `rectify_keep_aspect` (preset `keep-aspect`): the rectified image keeps the input's aspect ratio, so a
+long formula is not squeezed into rectified_size's width (what the fixed TPS output does to keep-aspect inputs).
 Option `deformable`: the second 3x3 conv of every residual block in the last `deformable_stages`
 stages becomes a deformable conv (ocrlib.models.deform_conv; v2 with `modulated`) — the competition
 team's variant.
@@ -36,6 +38,7 @@ from ocrlib.models.tps import TPSRectifier
 class ASTERConfig(ModelConfig):
     rectify: bool = True  # TPS rectification stage (paper: on)
     rectified_size: Size = (64, 256)  # TPS output (h, w) fed to the ResNet (paper: 32 x 100)
+    rectify_keep_aspect: bool = False  # TPS output h high, its width following the input (keep-aspect inputs)
     num_fiducial: int = 20  # TPS control points, half on the top edge, half on the bottom (paper: 20)
     loc_size: Size = (32, 64)  # localisation-net input size (paper: 32 x 64)
     channels: Ints = (32, 64, 128, 256, 256)  # ResNet stage widths (paper, Table 1: ... 256, 512)
@@ -59,8 +62,8 @@ class ASTER(Recognizer):
     Config = ASTERConfig
 
     def build(self, c: ASTERConfig) -> None:
-        self.rectifier = (TPSRectifier(c.in_channels, tuple(c.rectified_size), c.num_fiducial, tuple(c.loc_size))
-                          if c.rectify else None)
+        self.rectifier = (TPSRectifier(c.in_channels, tuple(c.rectified_size), c.num_fiducial, tuple(c.loc_size),
+                                       keep_aspect=c.rectify_keep_aspect) if c.rectify else None)
         self.backbone = ResNetBackbone(c.in_channels, c.channels, c.blocks, c.strides, c.stem_channels)
         if c.deformable:
             self._make_deformable(c.deformable_stages, c.modulated)
@@ -80,8 +83,9 @@ class ASTER(Recognizer):
             block.conv2[0] = DeformConv2d(conv.in_channels, conv.out_channels, 3, 1, 1, bias=False, modulated=modulated)
 
     def encode(self, images: torch.Tensor, pad: ColumnPadding | None = None):
-        if self.rectifier is not None:  # rectified images fill their fixed size: no padding after this
-            images, pad = self.rectifier(images, None if pad is None else pad.widths), None  # (B, C, h_r, w_r)
+        if self.rectifier is not None:
+            images = self.rectifier(images, pad)  # (B, C, h_r, w_r), or keep-aspect: the same columns padded
+            pad = pad if self.rectifier.keep_aspect else None  # a fixed-size output is all image
         features = self.pool(self.backbone(images, pad))  # (B, C, feature_height, w)
         columns = features.permute(0, 3, 1, 2).flatten(2)  # (B, w, C * feature_height)
         if pad is None:
@@ -93,4 +97,5 @@ class ASTER(Recognizer):
         return self.encoder_norm(memory), (1, memory.size(1))
 
     def memory_mask(self, pad: ColumnPadding | None, hw: tuple[int, int]) -> torch.Tensor | None:
-        return None if self.rectifier is not None else super().memory_mask(pad, hw)
+        fixed_size = self.rectifier is not None and not self.rectifier.keep_aspect
+        return None if fixed_size else super().memory_mask(pad, hw)
