@@ -53,6 +53,7 @@ from ocrlib.evaluate import evaluate, select_device
 from ocrlib.losses import bracket_ids, bracket_penalty
 from ocrlib.models import model_from_config
 from ocrlib.optim import build_optimizer, get_lr, get_tf_ratio, training_progress
+from ocrlib.locking import folder_lock
 from ocrlib.paths import RUNS_DIR
 from ocrlib.pretrained import default_checkpoint
 from ocrlib.tokens import Vocab
@@ -98,24 +99,10 @@ def profile_run(model: str, built, preset: str, seed: int = 0, overrides: dict |
     config = load_config(model, preset=preset, overrides={**base, **(overrides or {})})
     folders = [sets[name] for name in dict.fromkeys(train_sets)] + [sets[val_set]]
     run_dir = RUNS_DIR / run_id(config, data_fingerprint(*folders))
-    with run_lock(run_dir):  # another notebook or process training this same run: wait, then read its summary
+    with folder_lock(run_dir):  # another notebook or process training this same run: wait, then read its summary
         interrupted = not finished_summary(run_dir, config) and _same_config(run_dir, config) and \
             (run_dir / CHECKPOINT).is_file()
         return config, run_dir, train(config, run_dir, resume=interrupted, progress=progress)
-
-
-@contextlib.contextmanager
-def run_lock(run_dir: Path):
-    """Hold an exclusive lock on run_dir (a `.lock` file in it) while a run is trained or read."""
-    import fcntl  # POSIX; notebooks and `make reports` run on Linux and macOS
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _same_config(run_dir: Path, config: RunConfig) -> bool:

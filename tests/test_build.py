@@ -58,3 +58,28 @@ def test_the_real_corpus_is_used_when_present(tmp_path):
         pytest.skip("../shared/data is absent: the real corpus cannot be checked")
     built = build_datasets("smoke", seed=0, root=tmp_path, progress=False)
     assert "exam corpus" in built.printed_source and "CROHME" in built.handwritten_source
+
+
+def test_a_build_waits_for_one_in_progress_on_the_same_folder(tmp_path, monkeypatch):
+    """Two notebooks side by side once rebuilt one folder at the same time (one deleting images the other read)."""
+    import threading
+    import time
+
+    import ocrlib.data.build as build
+    from ocrlib.locking import folder_lock
+
+    order, held = [], threading.Event()
+    monkeypatch.setattr(build, "_build", lambda *args: order.append("built"))
+
+    def other_build():
+        with folder_lock(tmp_path / "data"):
+            held.set()
+            time.sleep(0.3)
+            order.append("other done")
+
+    thread = threading.Thread(target=other_build)
+    thread.start()
+    held.wait()
+    build_datasets("smoke", seed=0, root=tmp_path / "data", progress=False)
+    thread.join()
+    assert order == ["other done", "built"]

@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from ocrlib.errors import BadInput
+from ocrlib.locking import folder_lock
 from ocrlib.checkpoints import read_checkpoint
 from ocrlib.train import ShardedBatchSampler, data_fingerprint, run_id, train
 
@@ -320,7 +321,7 @@ def test_profile_run_resumes_an_interrupted_run_and_waits_for_one_in_progress(da
     order, held = [], threading.Event()
 
     def first():
-        with train_module.run_lock(run_dir):
+        with folder_lock(run_dir):
             held.set()
             time.sleep(0.3)
             order.append("first done")
@@ -328,7 +329,7 @@ def test_profile_run_resumes_an_interrupted_run_and_waits_for_one_in_progress(da
     thread = threading.Thread(target=first)
     thread.start()
     held.wait()
-    with train_module.run_lock(run_dir):
+    with folder_lock(run_dir):
         order.append("second in")
     thread.join()
     assert order == ["first done", "second in"]

@@ -26,6 +26,7 @@ from ocrlib.data.render import available_renderer, render_dataset
 from ocrlib.data.render_tex import available_fonts
 from ocrlib.data.sources import InkExpression, read_formula_list, read_gt, read_inkml
 from ocrlib.errors import BadInput
+from ocrlib.locking import folder_lock
 from ocrlib.data.splits import split_by_writer, split_formulas
 from ocrlib.data.synth import generate_formulas
 from ocrlib.paths import DATA_DIR, crohme_inkml_dir, exam_formulas_file
@@ -108,9 +109,13 @@ def _render_cached(items: list, out: Path, renderer: str, seed: int, workers: in
 
 def build_datasets(profile: str = "quick", seed: int = 0, workers: int = 2, root: Path | None = None,
                    progress: bool = True) -> BuiltData:
-    prof = get_profile(profile)
+    """Render (or find already rendered) every set of a profile under data/<profile>/ (or `root`)."""
     root = Path(root) if root else DATA_DIR / profile
-    root.mkdir(parents=True, exist_ok=True)
+    with folder_lock(root):  # notebooks run side by side build (or check) one profile's data one at a time
+        return _build(get_profile(profile), seed, workers, root, progress)
+
+
+def _build(prof, seed: int, workers: int, root: Path, progress: bool) -> BuiltData:
     built = BuiltData(root)
 
     # Printed: hash split of the normalised formula, so val/test hold only formulas never seen in training.
@@ -169,7 +174,7 @@ def build_datasets(profile: str = "quick", seed: int = 0, workers: int = 2, root
                     for s in read_gt(built.sets[key])[0]]
     Vocab.build(train_tokens).save(built.vocab_path)
     (root / "build.json").write_text(json.dumps(
-        {"profile": profile, "seed": seed, "sets": {k: str(v) for k, v in built.sets.items()},
+        {"profile": prof.name, "seed": seed, "sets": {k: str(v) for k, v in built.sets.items()},
          "printed_source": built.printed_source, "handwritten_source": built.handwritten_source,
          "tex_renderer": built.tex_renderer}, indent=2))
     return built
