@@ -1,7 +1,8 @@
 """Run profiles: how big a report run is (`make reports PROFILE=...`, notebook parameter `profile`).
 
-smoke: every notebook end to end in minutes (tests, CI). quick: the whole report set in about an hour
-on a 2-core CPU (the default of `make reports`). full: the real study, budgets in wall-clock minutes.
+smoke: every notebook end to end in minutes (tests, CI). quick (the default of `make reports`): 9-minute
+training runs (4.5 in the analyses' grids); on a 2-core CPU the data, training and demo notebooks take about an
+hour and the analyses about five more. full: the real study, budgets in wall-clock minutes.
 
 A profile fixes how much data is built and which *preset* of each model's YAML (ocrlib.config) is
 trained; the preset holds that model's budget (steps, wall-clock minutes, batch size).
