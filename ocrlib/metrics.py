@@ -88,6 +88,14 @@ def score(sa: float, wer_: float) -> float:
     return 0.9 * sa + 0.1 * (1.0 - wer_)
 
 
+def verdict(change: float, noise: float, lower_is_better: bool = False) -> str:
+    """An experiment's verdict from the change of a metric against its baseline: 'helped' or 'hurt' only beyond
+    `noise` (a measured spread, or a stated smallest effect), else 'no effect'; the signed change in brackets."""
+    gain = -change if lower_is_better else change
+    word = "helped" if gain > noise else "hurt" if gain < -noise else "no effect"
+    return f"{word} ({change:+.3f})"
+
+
 @dataclass
 class Results:
     """Sums over formulas; the rates are properties, so `a + b` weighs each part by its sample count."""

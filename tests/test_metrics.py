@@ -6,7 +6,7 @@ import pytest
 
 from ocrlib.metrics import (Results, aspect_bucket, breakdown, by_symbol_class, edit_distance, exprate, formula_sa,
                             length_bucket, markdown_table, most_confused, score, sentence_acc, substitutions, summary_frame,
-                            token_confusion, token_wer, wer)
+                            token_confusion, token_wer, verdict, wer)
 
 # gt, pred, edit distance, token WER
 CASES = [
@@ -150,3 +150,10 @@ def test_token_confusion_counts_substitutions_of_the_most_confused_tokens():
     small = token_confusion(frame, top_k=3)  # 'a' is left out, and with it the pair (\alpha, a)
     assert list(small.index) == ["+", "-", r"\alpha"] and small.to_numpy().sum() == 2
     assert token_confusion(frame.iloc[3:], top_k=5).empty  # no substitutions at all
+
+
+def test_a_verdict_needs_a_change_beyond_the_noise():
+    assert verdict(0.05, 0.02) == "helped (+0.050)" and verdict(-0.05, 0.02) == "hurt (-0.050)"
+    assert verdict(0.01, 0.02) == "no effect (+0.010)" and verdict(-0.02, 0.02) == "no effect (-0.020)"
+    assert verdict(-0.05, 0.02, lower_is_better=True) == "helped (-0.050)"  # WER down
+    assert verdict(0.05, 0.02, lower_is_better=True) == "hurt (+0.050)"
