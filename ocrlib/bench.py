@@ -31,7 +31,7 @@ from ocrlib.data.dataset import FormulaDataset, make_loader, padded_share
 from ocrlib.data.render import available_renderer, render_dataset, render_one
 from ocrlib.decoding import greedy_uncached
 from ocrlib.errors import BadInput
-from ocrlib.models import create_model, model_from_config
+from ocrlib.models import create_model, model_config, model_from_config
 from ocrlib.tokens import Vocab
 from ocrlib.paths import REPORTS_DIR
 from ocrlib.reader import FormulaReader
@@ -158,7 +158,8 @@ def _synthetic(model_name: str, config, batch_size: int, seq_len: int, image_siz
     height = image_size[0] if image_size else config.data.height
     width = image_size[1] if image_size else (config.data.width or 4 * config.data.height)
     torch.manual_seed(0)
-    model = create_model(config.name, vocab_size, **{**dataclasses.asdict(config.model), "max_len": max(seq_len, 2)})
+    fields = {**dataclasses.asdict(model_config(config)), "max_len": max(seq_len, 2)}
+    model = create_model(config.name, vocab_size, **fields)
     images = torch.rand(batch_size, config.model.in_channels, height, width)
     targets = torch.randint(4, vocab_size, (batch_size, seq_len))
     targets[:, -1] = model.eos_id

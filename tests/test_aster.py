@@ -84,3 +84,17 @@ def test_the_image_is_not_drowned_by_the_token_embedding_at_initialisation(name,
         embedding = model.decoder.embed(targets[:, 0])  # (B, E)
     ratio = (context.norm(dim=-1) / embedding.norm(dim=-1)).mean().item()
     assert ratio > 0.5, f"{name}: attention context / token embedding norm = {ratio:.3f}"
+
+
+def test_the_tps_output_follows_the_input_geometry_unless_the_config_says():
+    from ocrlib.config import load_config
+    from ocrlib.models import model_from_config
+    from ocrlib.tokens import Vocab
+
+    vocab = Vocab.build([["x", "y"]])
+    built = {width: model_from_config(load_config("aster", preset="smoke", overrides={"data.width": width}), vocab)
+             for width in (None, 128)}
+    assert built[None].rectifier.keep_aspect and not built[128].rectifier.keep_aspect
+    forced = load_config("aster", preset="smoke", overrides={"data.width": None, "model.rectify_keep_aspect": False})
+    assert not model_from_config(forced, vocab).rectifier.keep_aspect
+    assert load_config("aster", preset="keep-aspect").data.width is None

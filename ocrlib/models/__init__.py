@@ -9,6 +9,7 @@ one YAML in ocrlib/configs/. Configs: ocrlib.config; the parameter table: ocrlib
 from __future__ import annotations
 
 import importlib
+from dataclasses import replace
 
 MODELS = {
     "satrn": "ocrlib.models.satrn:SATRN",
@@ -31,7 +32,15 @@ def create_model(name: str, vocab_size: int, **fields):
     return model_class(name)(vocab_size, **fields)
 
 
+def model_config(config):
+    """The model section of an ocrlib.config.RunConfig with what it leaves to the data resolved: ASTER's TPS output
+    keeps the aspect exactly when the inputs do (`rectify_keep_aspect: null`)."""
+    if getattr(config.model, "rectify_keep_aspect", False) is None:
+        return replace(config.model, rectify_keep_aspect=config.data.width is None)
+    return config.model
+
+
 def model_from_config(config, vocab):
     """The model of an ocrlib.config.RunConfig for a Vocab (its size and special ids)."""
-    return model_class(config.name)(len(vocab), config.model, pad_id=vocab.pad_id, sos_id=vocab.sos_id,
+    return model_class(config.name)(len(vocab), model_config(config), pad_id=vocab.pad_id, sos_id=vocab.sos_id,
                                     eos_id=vocab.eos_id)

@@ -13,8 +13,8 @@ units have a standard deviation of 0.04, so the attention context reached the de
 than the token embedding beside it (norm 0.6 against 11) and training sat at the language-model
 plateau (SA 0.000 after 2,832 steps); normalised, the context has the scale the Attention model's
 CNN grid gives it.
-Option `rectify_keep_aspect` (preset `keep-aspect`): the rectified image keeps the input's aspect ratio, so a
-long formula is not squeezed into rectified_size's width (what the fixed TPS output does to keep-aspect inputs).
+Option `rectify_keep_aspect` (by default on exactly for keep-aspect inputs; preset `keep-aspect`): the rectified
+image keeps the input's aspect ratio, so a long formula is not squeezed into rectified_size's width.
 Option `deformable`: the second 3x3 conv of every residual block in the last `deformable_stages`
 stages becomes a deformable conv (ocrlib.models.deform_conv; v2 with `modulated`) — the competition
 team's variant.
@@ -38,7 +38,9 @@ from ocrlib.models.tps import TPSRectifier
 class ASTERConfig(ModelConfig):
     rectify: bool = True  # TPS rectification stage (paper: on)
     rectified_size: Size = (64, 256)  # TPS output (h, w) fed to the ResNet (paper: 32 x 100)
-    rectify_keep_aspect: bool = False  # TPS output h high, its width following the input (keep-aspect inputs)
+    # TPS output rectified_size[0] high and as wide as the input keeps it (rectified_size[1]: the TPS field's
+    # resolution); None: keep-aspect exactly when the inputs are (data.width null), as model_from_config resolves
+    rectify_keep_aspect: bool | None = None
     num_fiducial: int = 20  # TPS control points, half on the top edge, half on the bottom (paper: 20)
     loc_size: Size = (32, 64)  # localisation-net input size (paper: 32 x 64)
     channels: Ints = (32, 64, 128, 256, 256)  # ResNet stage widths (paper, Table 1: ... 256, 512)
@@ -63,7 +65,7 @@ class ASTER(Recognizer):
 
     def build(self, c: ASTERConfig) -> None:
         self.rectifier = (TPSRectifier(c.in_channels, tuple(c.rectified_size), c.num_fiducial, tuple(c.loc_size),
-                                       keep_aspect=c.rectify_keep_aspect) if c.rectify else None)
+                                       keep_aspect=bool(c.rectify_keep_aspect)) if c.rectify else None)
         self.backbone = ResNetBackbone(c.in_channels, c.channels, c.blocks, c.strides, c.stem_channels)
         if c.deformable:
             self._make_deformable(c.deformable_stages, c.modulated)

@@ -85,7 +85,8 @@ def stretch_x(field: torch.Tensor, width: int, share: torch.Tensor | None) -> to
     xs = ((2 * torch.arange(width, device=field.device, dtype=field.dtype) + 1) / width)[None]  # (1, width), x + 1
     xs = (xs if share is None else xs / share.view(-1, 1)) - 1  # x over each image's own columns
     ys = torch.linspace(-1, 1, height, device=field.device, dtype=field.dtype)  # the field's rows, exactly
-    grid = torch.stack((xs[:, None, :].expand(batch, height, width), ys[None, :, None].expand(batch, height, width)), -1)
+    shape = (batch, height, width)
+    grid = torch.stack((xs[:, None, :].expand(shape), ys[None, :, None].expand(shape)), dim=-1)
     # align_corners=True: -1 and 1 are the field's first and last columns; the padding columns (x > 1) repeat
     # the last one and are zeroed afterwards
     return F.grid_sample(field.permute(0, 3, 1, 2), grid, mode="bilinear", padding_mode="border",
