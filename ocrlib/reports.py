@@ -51,7 +51,8 @@ def device_description() -> str:
                 break
     except OSError:
         pass
-    return f"CPU {cpu}, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"CPU {cpu}, {threads} thread{'' if threads == 1 else 's'}"
 
 
 def planned_runs(notebooks_dir: Path = NOTEBOOKS_DIR, only: list[str] | None = None) -> list[NotebookRun]:
