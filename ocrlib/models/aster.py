@@ -13,7 +13,7 @@ units have a standard deviation of 0.04, so the attention context reached the de
 than the token embedding beside it (norm 0.6 against 11) and training sat at the language-model
 plateau (SA 0.000 after 2,832 steps); normalised, the context has the scale the Attention model's
 CNN grid gives it.
-Option `rectify_keep_aspect` (by default on exactly for keep-aspect inputs; preset `keep-aspect`): the rectified
+Option `rectify_keep_aspect` (by default on exactly for keep-aspect inputs, ASTER's default): the rectified
 image keeps the input's aspect ratio, so a long formula is not squeezed into rectified_size's width.
 Option `deformable`: the second 3x3 conv of every residual block in the last `deformable_stages`
 stages becomes a deformable conv (ocrlib.models.deform_conv; v2 with `modulated`) — the competition
