@@ -100,8 +100,8 @@ def profile_run(model: str, built, preset: str, seed: int = 0, overrides: dict |
     folders = [sets[name] for name in dict.fromkeys(train_sets)] + [sets[val_set]]
     run_dir = RUNS_DIR / run_id(config, data_fingerprint(*folders))
     with folder_lock(run_dir):  # another notebook or process training this same run: wait, then read its summary
-        interrupted = not finished_summary(run_dir, config) and _same_config(run_dir, config) and \
-            (run_dir / CHECKPOINT).is_file()
+        interrupted = (run_dir / CHECKPOINT).is_file() and not (run_dir / SUMMARY).is_file() and \
+            _same_config(run_dir, config)  # a finished run is read by train() itself
         return config, run_dir, train(config, run_dir, resume=interrupted, progress=progress)
 
 
