@@ -28,7 +28,7 @@ def tiny(name: str, max_len: int = MAX_LEN, **overrides):
 
 
 @pytest.mark.parametrize("name,overrides", [
-    ("satrn", {}), ("attention", {}), ("attention", {"cell": "gru"}), ("aster", {}),
+    ("satrn", {}), ("satrn", {"stem_deformable": True}), ("attention", {}), ("attention", {"cell": "gru"}), ("aster", {}),
     ("aster", {"deformable": True, "modulated": True}), ("aster", {"rectify": False}), ("srn", {}), ("cstr", {}),
     ("cstr", {"shared_classifier": True})])
 def test_forward_loss_and_decode_shapes(name, overrides):

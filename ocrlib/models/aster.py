@@ -29,7 +29,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ocrlib.config import Cell, Ints, ModelConfig, Size, Strides
 from ocrlib.models.base import Recognizer
-from ocrlib.models.deform_conv import DeformConv2d
+from ocrlib.models.deform_conv import deformable_like
 from ocrlib.models.layers import AttentionRNNDecoder, ColumnPadding, ResNetBackbone
 from ocrlib.models.tps import TPSRectifier
 
@@ -81,8 +81,7 @@ class ASTER(Recognizer):
         blocks = list(self.backbone.body)[1:]  # [stem, block, block, ...] -> blocks
         first = sum(self.config.blocks[:len(self.config.blocks) - n_stages])
         for block in blocks[first:]:
-            conv = block.conv2[0]
-            block.conv2[0] = DeformConv2d(conv.in_channels, conv.out_channels, 3, 1, 1, bias=False, modulated=modulated)
+            block.conv2[0] = deformable_like(block.conv2[0], modulated)
 
     def encode(self, images: torch.Tensor, pad: ColumnPadding | None = None):
         if self.rectifier is not None:

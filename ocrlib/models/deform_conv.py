@@ -88,3 +88,11 @@ class DeformConv2d(nn.Module):
         if self.modulated:
             mask = torch.sigmoid(pred[:, 2 * taps:])
         return deform_conv2d(x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
+
+
+def deformable_like(conv: nn.Conv2d, modulated: bool = False) -> DeformConv2d:
+    """A DeformConv2d with conv's shape (channels, kernel, stride, padding, dilation, bias), to swap in for it."""
+    if conv.groups != 1:
+        raise ValueError(f"deformable convs here are ungrouped; this conv has groups={conv.groups}")
+    return DeformConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                        conv.dilation, bias=conv.bias is not None, modulated=modulated)

@@ -22,6 +22,7 @@ from torch import nn
 
 from ocrlib.config import ModelConfig
 from ocrlib.models.base import Recognizer
+from ocrlib.models.deform_conv import deformable_like
 from ocrlib.models.layers import (
     Adaptive2DPositionalEncoding,
     ColumnPadding,
@@ -43,6 +44,8 @@ class SATRNConfig(ModelConfig):
     stem: Literal["shallow", "densenet"] = "shallow"  # the paper's shallow CNN, or the competition's DenseNet (1/8)
     stem_pools: int = 3  # shallow stem: downsampling 2^pools; 3 -> 1/8 (paper: 2 -> 1/4)
     stem_channels: int | None = None  # shallow stem: width of its inner convs; None = hidden // 2 (the paper)
+    stem_deformable: bool = False  # shallow stem: its last 3x3 conv becomes a deformable conv v2 (the team's best
+    # single model had deformable convs in SATRN's stem)
     decoder_hidden: int | None = None  # decoder width; None = hidden (competition: 128)
     decoder_filter: int | None = None  # decoder feed-forward width; None = filter (competition: 512)
     decoder_heads: int | None = None  # decoder heads of decoder_hidden // decoder_heads dims; None = as the encoder
@@ -60,6 +63,11 @@ class SATRN(Recognizer):
     def build(self, c: SATRNConfig) -> None:
         self.stem = (DenseNetStem(c.in_channels, c.hidden) if c.stem == "densenet"
                      else ShallowCNN(c.in_channels, c.hidden, c.stem_channels, pools=c.stem_pools))
+        if c.stem_deformable:
+            if c.stem != "shallow":
+                raise ValueError(f"stem_deformable applies to the shallow stem, not {c.stem!r}")
+            last = self.stem.body[-2]  # [conv-bn-relu, pool] * pools: the last conv block
+            last[0] = deformable_like(last[0], modulated=True)
         self.pos2d = Adaptive2DPositionalEncoding(c.hidden, adaptive=c.adaptive_pe, dropout=c.dropout)
         self.encoder = nn.ModuleList(
             TransformerEncoderLayer(c.hidden, c.heads, c.filter, c.dropout, c.head_dim, locality=c.locality_ff)
