@@ -8,7 +8,8 @@
 - Input sizes: each member sees the image as it was trained to (`Member.data`: model-wise multi-scale), or
   every member sees one size (`shared=`): what the team's ensemble did by mistake.
 
-Members must share one vocabulary (the same tokens in the same order).
+Members must share one set of tokens; a member whose vocabulary lists them in another order (`Member.vocab`, e.g.
+a run trained on an earlier build of the data) is mapped onto the ensemble's order at every step.
 """
 from __future__ import annotations
 
@@ -36,6 +37,25 @@ class Member:
     model: torch.nn.Module  # a Recognizer
     data: DataConfig  # how its images are prepared: its training config's data section
     name: str = ""
+    vocab: Vocab | None = None  # its own vocabulary; None: the ensemble's
+
+
+def vocab_maps(members: list[Member], vocab: Vocab | None) -> list[torch.Tensor | None]:
+    """Per member, the ensemble's token ids -> the member's ids (None where the two orders agree); the member's
+    log-probs over the ensemble's vocabulary are then `log_probs[:, map]`, and its input token `map[prev]`."""
+    maps = []
+    for member in members:
+        own = member.vocab
+        if vocab is None or own is None or own.tokens == vocab.tokens:
+            maps.append(None)
+            continue
+        missing = [t for t in vocab.tokens if t not in own.index] + [t for t in own.tokens if t not in vocab.index]
+        if missing:
+            raise BadInput(member.name or type(member.model).__name__,
+                           f"its vocabulary and the ensemble's differ in {len(missing)} tokens, e.g. {missing[0]!r}")
+        device = next(member.model.parameters()).device
+        maps.append(torch.tensor([own.index[t] for t in vocab.tokens], device=device))
+    return maps
 
 
 class MemberInputs(tuple):
@@ -64,13 +84,14 @@ def member_inputs(members: list[Member], grays: list[np.ndarray], shared: DataCo
 class Averaged:
     """The members as one model: log of the mean of their next-token probabilities, one shared prefix."""
 
-    def __init__(self, members: list[Member]):
+    def __init__(self, members: list[Member], vocab: Vocab | None = None):
         first = members[0].model
         for member in members[1:]:
             m = member.model
             if (m.vocab_size, m.pad_id, m.sos_id, m.eos_id) != (first.vocab_size, first.pad_id, first.sos_id, first.eos_id):
                 raise BadInput(member.name or type(m).__name__, "an ensemble's members need one vocabulary")
         self.members = members
+        self.maps = vocab_maps(members, vocab)
         self.pad_id, self.sos_id, self.eos_id = first.pad_id, first.sos_id, first.eos_id
         self.max_len = min(member.model.max_len for member in members)
 
@@ -79,17 +100,19 @@ class Averaged:
                             for member, (images, member_widths) in zip(self.members, inputs)]}
 
     def step(self, state: dict, prev: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        outputs = [member.model.step(member_state, prev) for member, member_state in zip(self.members, state["members"])]
-        log_probs = torch.stack([lp for lp, _ in outputs]).logsumexp(0) - math.log(len(outputs))  # (N, V)
+        outputs = [member.model.step(member_state, prev if ids is None else ids[prev])
+                   for member, member_state, ids in zip(self.members, state["members"], self.maps)]
+        log_probs = torch.stack([lp if ids is None else lp[:, ids] for (lp, _), ids in zip(outputs, self.maps)])
+        log_probs = log_probs.logsumexp(0) - math.log(len(outputs))  # (N, V)
         return log_probs, {"members": [new for _, new in outputs]}  # no attention map: members' grids differ
 
 
 @torch.no_grad()
 def read_averaged(members: list[Member], grays: list[np.ndarray], beam: int = 1, max_len: int | None = None,
                   constraint: BracketConstraint | None = None, length_penalty: float = 1.0,
-                  shared: DataConfig | None = None):
-    """Token-level averaging of `members` on uint8 images -> decoding.DecodeResult."""
-    ensemble = Averaged(members)
+                  shared: DataConfig | None = None, vocab: Vocab | None = None):
+    """Token-level averaging of `members` on uint8 images -> decoding.DecodeResult (ids of `vocab`, when given)."""
+    ensemble = Averaged(members, vocab)
     for member in members:
         member.model.eval()
     inputs = member_inputs(members, grays, shared)
@@ -105,15 +128,20 @@ def until_eos(row: list[int], eos_id: int) -> tuple[int, ...]:
 
 @torch.no_grad()
 def vote(members: list[Member], grays: list[np.ndarray], beam: int = 1, shared: DataConfig | None = None,
-         **options) -> list[tuple[int, ...]]:
+         vocab: Vocab | None = None, **options) -> list[tuple[int, ...]]:
     """Sequence voting: each member reads the images alone; per image the reading most members agree on (ties:
-    the higher mean per-token log-prob among its readers). -> token ids without eos, one tuple per image."""
+    the higher mean per-token log-prob among its readers). -> token ids without eos (of `vocab`, when given), one
+    tuple per image."""
     readings = []  # per member: [(tokens, mean log-prob)] per image
-    for member, (images, widths) in zip(members, member_inputs(members, grays, shared)):
+    for member, (images, widths), ids_map in zip(members, member_inputs(members, grays, shared),
+                                                 vocab_maps(members, vocab)):
         out = member.model.decode(images, beam=beam, widths=widths, **options)
+        to_shared = None if ids_map is None else torch.empty_like(ids_map).scatter_(
+            0, ids_map, torch.arange(len(ids_map), device=ids_map.device)).tolist()  # member id -> ensemble id
         rows = []
         for ids, log_probs in zip(out.tokens.tolist(), out.token_log_probs.tolist()):
             tokens = until_eos(ids, member.model.eos_id)
+            tokens = tokens if to_shared is None else tuple(to_shared[t] for t in tokens)
             rows.append((tokens, sum(log_probs[:len(tokens) + 1]) / (len(tokens) + 1)))
         readings.append(rows)
     chosen = []
@@ -145,10 +173,10 @@ def evaluate_ensemble(members: list[Member], samples: list[Sample], vocab: Vocab
             continue
         started = time.perf_counter()
         if method == "average":
-            out = read_averaged(members, grays, beam, shared=shared)
+            out = read_averaged(members, grays, beam, shared=shared, vocab=vocab)
             readings = [until_eos(ids, vocab.eos_id) for ids in out.tokens.tolist()]
         else:
-            readings = vote(members, grays, beam, shared)
+            readings = vote(members, grays, beam, shared, vocab)
         seconds += time.perf_counter() - started
         rows += [sample_row(Path(sample.image), list(sample.tokens), vocab.decode(list(ids)), sample.source)
                  for sample, ids in zip(batch, readings)]

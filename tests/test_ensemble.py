@@ -91,12 +91,17 @@ def test_members_of_different_vocabularies_are_refused():
         Averaged([member("satrn", 0), member("satrn", 1, vocab=VOCAB + 1)])
 
 
-def test_an_ensemble_is_evaluated_like_a_model(tmp_path):
-    vocab = Vocab([f"t{i}" for i in range(VOCAB - 4)])
+def samples_in(tmp_path) -> list[Sample]:
     samples = []
     for i, gray in enumerate(grays()):
         (tmp_path / f"{i}.png").write_bytes(png_bytes(gray))
         samples.append(Sample(tmp_path / f"{i}.png", ["t1", "t2"]))
+    return samples
+
+
+def test_an_ensemble_is_evaluated_like_a_model(tmp_path):
+    vocab = Vocab([f"t{i}" for i in range(VOCAB - 4)])
+    samples = samples_in(tmp_path)
     (tmp_path / "broken.png").write_bytes(b"not a png")
     samples.append(Sample(tmp_path / "broken.png", ["t1"]))
     alone = member("satrn", 0)
@@ -107,3 +112,28 @@ def test_an_ensemble_is_evaluated_like_a_model(tmp_path):
     assert voted["pred"].tolist() == reference["pred"].tolist()
     with pytest.raises(BadInput, match="not 'average' or 'vote'"):
         evaluate_ensemble([alone], samples, vocab, method="mean")
+
+
+def test_a_member_with_the_tokens_in_another_order_is_mapped_onto_the_ensembles(tmp_path):
+    vocab = Vocab([f"t{i}" for i in range(VOCAB - 4)])
+    shuffled = Vocab(vocab.tokens[:4] + vocab.tokens[4:][::-1])  # the same tokens, another order (specials first)
+    alone = member("satrn", 0)
+    # the same network with its embedding and output rows in the shuffled order
+    same = member("satrn", 0)
+    rows = torch.tensor([vocab.index[t] for t in shuffled.tokens])
+    decoder = same.model.decoder
+    with torch.no_grad():
+        for tensor in (decoder.embed.weight, decoder.head.weight, decoder.head.bias):
+            tensor.copy_(tensor[rows])
+    same.vocab = shuffled
+    samples = samples_in(tmp_path)
+    _, reference = evaluate(alone.model, FormulaDataset.for_config(samples, vocab, DATA), vocab)
+    assert reference["pred"].str.len().gt(0).all()  # it reads tokens, so an unmapped order would read others
+    for method in ("average", "vote"):
+        _, frame = evaluate_ensemble([same], samples, vocab, method=method)
+        assert frame["pred"].tolist() == reference["pred"].tolist()
+        _, frame = evaluate_ensemble([alone, same], samples, vocab, method=method)
+        assert frame["pred"].tolist() == reference["pred"].tolist()
+    same.vocab = Vocab(vocab.tokens[:-1] + ["other"])
+    with pytest.raises(BadInput, match="differ in 2 tokens"):
+        evaluate_ensemble([alone, same], samples, vocab)
