@@ -88,12 +88,16 @@ def score(sa: float, wer_: float) -> float:
     return 0.9 * sa + 0.1 * (1.0 - wer_)
 
 
-def verdict(change: float, noise: float, lower_is_better: bool = False) -> str:
-    """An experiment's verdict from the change of a metric against its baseline: 'helped' or 'hurt' only beyond
-    `noise` (a measured spread, or a stated smallest effect), else 'no effect'; the signed change in brackets."""
+def verdict_word(change: float, noise: float, lower_is_better: bool = False) -> str:
+    """'helped' or 'hurt' when the change of a metric against its baseline is beyond `noise` (a measured spread,
+    or a stated smallest effect), else 'no effect'."""
     gain = -change if lower_is_better else change
-    word = "helped" if gain > noise else "hurt" if gain < -noise else "no effect"
-    return f"{word} ({change:+.3f})"
+    return "helped" if gain > noise else "hurt" if gain < -noise else "no effect"
+
+
+def verdict(change: float, noise: float, lower_is_better: bool = False) -> str:
+    """`verdict_word` with the signed change in brackets, for a sentence."""
+    return f"{verdict_word(change, noise, lower_is_better)} ({change:+.3f})"
 
 
 @dataclass

@@ -6,7 +6,7 @@ import pytest
 
 from ocrlib.metrics import (Results, aspect_bucket, breakdown, by_symbol_class, edit_distance, exprate, formula_sa,
                             length_bucket, markdown_table, most_confused, score, sentence_acc, substitutions, summary_frame,
-                            token_confusion, token_wer, verdict, wer)
+                            token_confusion, token_wer, verdict, verdict_word, wer)
 
 # gt, pred, edit distance, token WER
 CASES = [
@@ -157,3 +157,4 @@ def test_a_verdict_needs_a_change_beyond_the_noise():
     assert verdict(0.01, 0.02) == "no effect (+0.010)" and verdict(-0.02, 0.02) == "no effect (-0.020)"
     assert verdict(-0.05, 0.02, lower_is_better=True) == "helped (-0.050)"  # WER down
     assert verdict(0.05, 0.02, lower_is_better=True) == "hurt (+0.050)"
+    assert [verdict_word(c, 0.02, True) for c in (-0.03, 0.0, 0.03)] == ["helped", "no effect", "hurt"]
