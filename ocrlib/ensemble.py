@@ -136,8 +136,7 @@ def vote(members: list[Member], grays: list[np.ndarray], beam: int = 1, shared: 
     for member, (images, widths), ids_map in zip(members, member_inputs(members, grays, shared),
                                                  vocab_maps(members, vocab)):
         out = member.model.decode(images, beam=beam, widths=widths, **options)
-        to_shared = None if ids_map is None else torch.empty_like(ids_map).scatter_(
-            0, ids_map, torch.arange(len(ids_map), device=ids_map.device)).tolist()  # member id -> ensemble id
+        to_shared = None if ids_map is None else [vocab.index[t] for t in member.vocab.tokens]  # member id -> ours
         rows = []
         for ids, log_probs in zip(out.tokens.tolist(), out.token_log_probs.tolist()):
             tokens = until_eos(ids, member.model.eos_id)

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ocrlib.models.deform_conv import deformable_like
+
 # --------------------------------------------------------------------------- dropout
 
 
@@ -241,14 +243,19 @@ def conv_bn_relu(in_ch: int, out_ch: int, kernel: int = 3, stride=1, groups: int
 
 class ShallowCNN(nn.Module):
     """SATRN's stem: (3x3 conv, BN, ReLU, 2x2 max-pool) blocks; two (the paper) -> 1/4 resolution,
-    three -> 1/8 (a quarter of the encoder positions, so self-attention costs 1/16)."""
+    three -> 1/8 (a quarter of the encoder positions, so self-attention costs 1/16). deformable_last: the last
+    block's conv is a deformable conv v2."""
 
-    def __init__(self, in_channels: int, out_channels: int, mid_channels: int | None = None, pools: int = 2):
+    def __init__(self, in_channels: int, out_channels: int, mid_channels: int | None = None, pools: int = 2,
+                 deformable_last: bool = False):
         super().__init__()
         mid = mid_channels or out_channels // 2
         widths = [in_channels] + [mid] * (pools - 1) + [out_channels]
         self.body = nn.Sequential(*(
             layer for a, b in zip(widths, widths[1:]) for layer in (conv_bn_relu(a, b), nn.MaxPool2d(2))))
+        if deformable_last:
+            last = self.body[-2]  # [conv-bn-relu, pool] * pools
+            last[0] = deformable_like(last[0], modulated=True)
         self.out_channels = out_channels
         self.reduction = 2 ** pools
 

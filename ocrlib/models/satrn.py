@@ -22,7 +22,6 @@ from torch import nn
 
 from ocrlib.config import ModelConfig
 from ocrlib.models.base import Recognizer
-from ocrlib.models.deform_conv import deformable_like
 from ocrlib.models.layers import (
     Adaptive2DPositionalEncoding,
     ColumnPadding,
@@ -62,12 +61,9 @@ class SATRN(Recognizer):
 
     def build(self, c: SATRNConfig) -> None:
         self.stem = (DenseNetStem(c.in_channels, c.hidden) if c.stem == "densenet"
-                     else ShallowCNN(c.in_channels, c.hidden, c.stem_channels, pools=c.stem_pools))
-        if c.stem_deformable:
-            if c.stem != "shallow":
-                raise ValueError(f"stem_deformable applies to the shallow stem, not {c.stem!r}")
-            last = self.stem.body[-2]  # [conv-bn-relu, pool] * pools: the last conv block
-            last[0] = deformable_like(last[0], modulated=True)
+                     else ShallowCNN(c.in_channels, c.hidden, c.stem_channels, c.stem_pools, c.stem_deformable))
+        if c.stem_deformable and c.stem != "shallow":
+            raise ValueError(f"stem_deformable applies to the shallow stem, not {c.stem!r}")
         self.pos2d = Adaptive2DPositionalEncoding(c.hidden, adaptive=c.adaptive_pe, dropout=c.dropout)
         self.encoder = nn.ModuleList(
             TransformerEncoderLayer(c.hidden, c.heads, c.filter, c.dropout, c.head_dim, locality=c.locality_ff)
