@@ -143,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="quick")
     p.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a notebook parameter for every notebook run, VALUE read as YAML (e.g. "
+                        "'checkpoints={satrn: pretrained}'); repeatable")
+    p.add_argument("--tag", default=None, help="written as <notebook>_<TAG> beside the plain run (e.g. 60min)")
     return parser
 
 

@@ -21,7 +21,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nbformat
+import yaml
 
+from ocrlib.errors import BadInput
 from ocrlib.paths import NOTEBOOKS_DIR, REPORTS_DIR
 
 
@@ -229,13 +231,45 @@ def append_history(runs: list[NotebookRun], profile: str, seed: int, out_dir: Pa
     return path
 
 
+def parse_params(items: list[str]) -> dict:
+    """`KEY=VALUE` strings -> {key: value}, each value read as YAML (so lists and dicts pass, unlike papermill's -p)."""
+    params = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise BadInput(f"--param {item!r}", "expected KEY=VALUE")
+        try:
+            params[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise BadInput(f"--param {item!r}", f"the value is not YAML ({str(err).splitlines()[0]})") from None
+    return params
+
+
+def _check_params(runs: list[NotebookRun], params: dict) -> None:
+    """Every given parameter exists in every notebook that will run (papermill would inject it silently)."""
+    import papermill as pm
+
+    for path in dict.fromkeys(r.notebook for r in runs):
+        known = pm.inspect_notebook(str(path))
+        unknown = [k for k in params if k not in known]
+        if unknown:
+            raise BadInput(path.name, f"no parameter {', '.join(map(repr, unknown))} (it has: {', '.join(known)})")
+
+
 def run_reports(profile: str = "quick", seed: int = 0, only: list[str] | None = None,
                 notebooks_dir: Path = NOTEBOOKS_DIR, out_dir: Path = REPORTS_DIR,
-                progress: bool = True) -> list[NotebookRun]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+                progress: bool = True, params: dict | None = None, tag: str | None = None) -> list[NotebookRun]:
+    """Run the numbered notebooks (those whose names start with one of `only`), `params` on top of each one's,
+    written as <name>_<tag> when a tag is given (a run with other parameters beside the plain one)."""
     runs = planned_runs(notebooks_dir, only)
     if not runs:
         raise FileNotFoundError(f"{notebooks_dir}: no numbered notebooks to run")
+    if params:
+        _check_params(runs, params)
+    for run in runs:
+        run.parameters = {**run.parameters, **(params or {})}
+        run.name = f"{run.name}_{tag}" if tag else run.name
+    out_dir.mkdir(parents=True, exist_ok=True)
     for i, run in enumerate(runs, 1):
         label = f"[{i}/{len(runs)}] {run.name}"
         run_one(run, profile, seed, out_dir, progress=label if progress else None)
@@ -244,7 +278,7 @@ def run_reports(profile: str = "quick", seed: int = 0, only: list[str] | None = 
         # now so that a `report --only` running beside this one keeps its notebooks too.
         kept = _earlier_runs(out_dir, profile, {r.name for r in runs}) if only else []
         write_index(sorted(kept + runs[:i], key=lambda r: r.name), profile, seed, out_dir)
-    if not only:  # a complete meeting goes into the history
+    if not only and not tag:  # a complete meeting goes into the history
         append_history(runs, profile, seed, out_dir)
     return runs
 
@@ -261,7 +295,7 @@ def _earlier_runs(out_dir: Path, profile: str, replaced: set[str]) -> list[Noteb
 
 
 def cli_report(args) -> int:
-    runs = run_reports(args.profile, args.seed, args.only)
+    runs = run_reports(args.profile, args.seed, args.only, params=parse_params(args.param), tag=args.tag)
     failed = [r for r in runs if r.status != "ok"]
     print(f"reports written to {REPORTS_DIR}/index.html")
     for r in failed:

@@ -6,7 +6,8 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from ocrlib.paths import NOTEBOOKS_DIR
-from ocrlib.reports import planned_runs, run_reports
+from ocrlib.errors import BadInput
+from ocrlib.reports import parse_params, planned_runs, run_reports
 
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
 
@@ -76,6 +77,36 @@ def test_a_failing_notebook_is_reported_and_the_others_still_run(tmp_path, capsy
     index = json.loads((out / "index.json").read_text())
     assert [(r["name"], r["status"]) for r in index["runs"]] == [("00_fine", "ok"), ("01_broken", "failed"),
                                                                    ("02_after", "ok")]
+
+
+def test_report_parameters_are_read_as_yaml_and_bad_ones_named():
+    assert parse_params(["checkpoints={satrn: pretrained, aster: runs/a/best.pt}", "beams=[1, 3]", "limit=50"]) == {
+        "checkpoints": {"satrn": "pretrained", "aster": "runs/a/best.pt"}, "beams": [1, 3], "limit": 50}
+    with pytest.raises(BadInput, match="expected KEY=VALUE"):
+        parse_params(["limit"])
+    with pytest.raises(BadInput, match="not YAML"):
+        parse_params(["beams=[1, 3"])
+
+
+def test_an_unknown_report_parameter_is_refused_before_anything_runs(tmp_path):
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    _tiny_notebook(nbs / "00_fine.ipynb", "print(profile)")
+    with pytest.raises(BadInput, match="00_fine.ipynb: no parameter 'limt'"):
+        run_reports("smoke", 0, notebooks_dir=nbs, out_dir=tmp_path / "reports", params={"limt": 3})
+    assert not (tmp_path / "reports").exists()
+
+
+@pytest.mark.slow  # papermill starts a kernel
+def test_a_tagged_report_run_takes_dict_parameters_and_sits_beside_the_plain_one(tmp_path):
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    _tiny_notebook(nbs / "31_x.ipynb", "print(sorted(seed.items()))")
+    out = tmp_path / "reports"
+    runs = run_reports("smoke", 0, only=["31"], notebooks_dir=nbs, out_dir=out, params={"seed": {"b": 2, "a": 1}},
+                       tag="60min")
+    assert [(r.name, r.status, r.finding) for r in runs] == [("31_x_60min", "ok", "[('a', 1), ('b', 2)]")]
+    assert (out / "31_x_60min.html").exists() and not (out / "history.jsonl").exists()
 
 
 def test_matrix_metadata_expands_into_one_run_per_value(tmp_path):

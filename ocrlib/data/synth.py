@@ -448,7 +448,7 @@ class FormulaGenerator:
             lambda: rf"{a}_{{1}}+{a}_{{2}}+\cdots+{a}_{{n}}": 0.5,
             lambda: rf"{a}_{{1}}={self.integer()}, {a}_{{n+1}}=" + self.expr(1, 2): 1,
             lambda: rf"{a}_{{n}}=" + self.expr(1, 3): 3,
-            lambda: rf"\left\{{{a}_{{n}}\right\}}" + ", " + rf"\left\{{b_{{n}}\right\}}": 0.5,
+            lambda: rf"\left\{{{a}_{{n}}\right\}}" + ", " + r"\left\{b_{n}\right\}": 0.5,
         })
 
     def k_function(self) -> str:
@@ -512,7 +512,7 @@ class FormulaGenerator:
                          self.one([self.integer(), self.sqrt(0), join(self.integer(), self.sqrt(0))])): 2.5,
             lambda: join(self.abs(self.points(2)), "=", self.one([self.integer(), self.sqrt(0), self.frac(0)])): 1.5,
             lambda: join(self.points(2), "=", self.points(2), "=", self.integer()): 0.8,
-            lambda: join(rf"\left|P F_{{1}}\right|", "+", rf"\left|P F_{{2}}\right|", "=", self.integer(), "a"): 0.5,
+            lambda: join(r"\left|P F_{1}\right|", "+", r"\left|P F_{2}\right|", "=", self.integer(), "a"): 0.5,
             lambda: "F_{1}, F_{2}": 1.5, lambda: f"{self.point()} {self.point()}_{{1}}": 1,
             lambda: join("l:", "y=", self.linear()): 0.8,
             lambda: join(self.subscripted(), r"\perp", self.subscripted()): 0.5,
@@ -576,7 +576,7 @@ class FormulaGenerator:
             lambda: join(self.limit(), self.one([self.frac(1), self.subscripted(), self.expr(0, 2)])): 0.4,
             lambda: join(rf"\sum_{{{self.one(['i', 'k'])}=1}}^{{{self.one(['n', '10', 'n'])}}}", self.one([
                 r"x_{i}", r"a_{k}", r"\left(x_{i}-\bar{x}\right)^{2}", r"x_{i} y_{i}", "k", r"\frac{1}{k(k+1)}"])): 2.4,
-            lambda: rf"\prod_{{k=1}}^{{n}} a_{{k}}": 0.1,
+            lambda: r"\prod_{k=1}^{n} a_{k}": 0.1,
             lambda: join(r"f^{\prime}(x)=", self.expr(1, 3)): 3,
             lambda: join(r"f^{\prime}(", self.integer(), ")=", self.integer()): 1,
             lambda: join(r"f^{\prime}(x)", self.pick(INEQ), "0"): 1,
