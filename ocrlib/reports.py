@@ -267,8 +267,10 @@ def run_reports(profile: str = "quick", seed: int = 0, only: list[str] | None = 
     if params:
         _check_params(runs, params)
     for run in runs:
-        run.parameters = {**run.parameters, **(params or {})}
-        run.name = f"{run.name}_{tag}" if tag else run.name
+        run.parameters.update(params or {})
+        if tag:
+            run.name += f"_{tag}"
+    partial = bool(only or tag)  # not every plain notebook: keep the index's other runs, and no history entry
     out_dir.mkdir(parents=True, exist_ok=True)
     for i, run in enumerate(runs, 1):
         label = f"[{i}/{len(runs)}] {run.name}"
@@ -276,9 +278,9 @@ def run_reports(profile: str = "quick", seed: int = 0, only: list[str] | None = 
         print(f"{label}: {run.status} in {run.seconds:.0f} s {run.error}".rstrip(), file=sys.stderr, flush=True)
         # The index is current after every notebook; with --only it keeps the other notebooks' runs, read again
         # now so that a `report --only` running beside this one keeps its notebooks too.
-        kept = _earlier_runs(out_dir, profile, {r.name for r in runs}) if only else []
+        kept = _earlier_runs(out_dir, profile, {r.name for r in runs}) if partial else []
         write_index(sorted(kept + runs[:i], key=lambda r: r.name), profile, seed, out_dir)
-    if not only and not tag:  # a complete meeting goes into the history
+    if not partial:  # a complete meeting goes into the history
         append_history(runs, profile, seed, out_dir)
     return runs
 

@@ -102,11 +102,17 @@ def test_a_tagged_report_run_takes_dict_parameters_and_sits_beside_the_plain_one
     nbs = tmp_path / "notebooks"
     nbs.mkdir()
     _tiny_notebook(nbs / "31_x.ipynb", "print(sorted(seed.items()))")
+    _tiny_notebook(nbs / "00_plain.ipynb", "print('plain')")
     out = tmp_path / "reports"
+    run_reports("smoke", 0, only=["00"], notebooks_dir=nbs, out_dir=out)
     runs = run_reports("smoke", 0, only=["31"], notebooks_dir=nbs, out_dir=out, params={"seed": {"b": 2, "a": 1}},
                        tag="60min")
     assert [(r.name, r.status, r.finding) for r in runs] == [("31_x_60min", "ok", "[('a', 1), ('b', 2)]")]
     assert (out / "31_x_60min.html").exists() and not (out / "history.jsonl").exists()
+    run_reports("smoke", 0, notebooks_dir=nbs, out_dir=out, params={"seed": 3}, tag="s3")  # every notebook, tagged
+    index = json.loads((out / "index.json").read_text())
+    assert [r["name"] for r in index["runs"]] == ["00_plain", "00_plain_s3", "31_x_60min", "31_x_s3"]
+    assert not (out / "history.jsonl").exists()  # tagged runs are no meeting
 
 
 def test_matrix_metadata_expands_into_one_run_per_value(tmp_path):
