@@ -8,7 +8,8 @@
 A config file (ocrlib/configs/<model>.yaml, or a user YAML that names `model: name:`) has the sections
 `model:` (name + the fields of the model's config dataclass, e.g. SATRNConfig), `data:`, `training:`,
 `decoding:`, and `presets:`, named partial configs (smoke, quick, full, competition, paper...) merged
-over the defaults. Two words for two things: a *preset* is such a named section of one model's YAML;
+over the defaults. SHARED_PRESETS (gpu) apply to every model and are derived from its settings; a model's YAML
+may still define its own preset of the same name, which then wins. Two words for two things: a *preset* is such a named section of one model's YAML;
 a *profile* (ocrlib.profiles) is the size of a report run: how much data, and which preset it trains.
 
 Layers, each one validated before it is merged: the dataclass defaults <- the model's YAML <- a user
@@ -304,12 +305,31 @@ def _build(data: dict, where) -> RunConfig:
                      make_section(DecodingConfig, data.get("decoding") or {}, where, "decoding."))
 
 
+# --------------------------------------------------------------------------- presets shared by all models
+GPU_BATCH = 128
+
+
+def gpu_preset(config: dict) -> dict:
+    """15 minutes on one GPU under bf16 autocast (training.amp): batch GPU_BATCH at the model's peak learning rate
+    scaled by the square root of the batch ratio (Adam; 4x the batch of 32 = 2x the rate), competition
+    augmentation, 8 loader workers. `config` is the merged config below the preset, so a user YAML's rate scales too."""
+    training = config.get("training") or {}
+    batch = training.get("batch_size", TrainingConfig.batch_size)
+    lr = float(training.get("lr", TrainingConfig.lr))
+    return {"data": {"augment": "competition"},
+            "training": {"batch_size": GPU_BATCH, "lr": lr * (GPU_BATCH / batch) ** 0.5, "max_steps": 20000,
+                         "budget_min": 15.0, "eval_every": 250, "num_workers": 8}}
+
+
+SHARED_PRESETS = {"gpu": gpu_preset}
+
+
 def presets_of(name_or_path: str | Path) -> list[str]:
-    """The preset names a config file (and its model's YAML) offers."""
+    """The preset names a config file (and its model's YAML) offers, the shared ones included."""
     raw = _read_yaml(config_path(name_or_path))
     name = (raw.get("model") or {}).get("name")
     defaults = _read_yaml(config_path(name)) if isinstance(name, str) else {}
-    return list({**(defaults.get("presets") or {}), **(raw.get("presets") or {})})
+    return list({**(defaults.get("presets") or {}), **(raw.get("presets") or {}), **dict.fromkeys(SHARED_PRESETS)})
 
 
 def load_config(name_or_path: str | Path, preset: str | None = None,
@@ -332,8 +352,11 @@ def load_config(name_or_path: str | Path, preset: str | None = None,
         layers.append(("", {s: raw[s] for s in SECTIONS if s in raw}))
         presets.update(raw.get("presets") or {})
     if preset is not None:
+        if preset not in presets and preset in SHARED_PRESETS:
+            presets[preset] = SHARED_PRESETS[preset](_merge_layers(base, layers, path))
         if preset not in presets:
-            raise BadInput(path, f"unknown preset {preset!r}; known: {', '.join(presets) or 'none'}")
+            known = [*presets, *(p for p in SHARED_PRESETS if p not in presets)]
+            raise BadInput(path, f"unknown preset {preset!r}; known: {', '.join(known)}")
         layers.append((f"presets.{preset}", presets[preset]))
     layers += _override_layers(overrides)
     _build(base, defaults_path)  # the model's own YAML must be valid on its own

@@ -95,6 +95,22 @@ def test_to_dict_and_from_dict_round_trip_through_yaml():
             assert RunConfig.from_dict(yaml.safe_load(text)) == config
 
 
+def test_gpu_preset_is_shared_and_scales_the_models_own_rate(tmp_path):
+    """One `gpu` preset for every model: 4x the batch at sqrt(4) = 2x the peak rate of whatever config it lands on."""
+    for name in MODELS:
+        base, gpu = load_config(name), load_config(name, "gpu")
+        assert gpu.training.batch_size == 128 and gpu.training.budget_min == 15.0, name
+        assert gpu.training.lr == pytest.approx(base.training.lr * (128 / base.training.batch_size) ** 0.5), name
+    assert load_config("srn", "gpu").training.lr == pytest.approx(1e-3)  # SRN's base rate is 5e-4
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("model: {name: satrn}\ntraining: {lr: 4.0e-4, batch_size: 8}\n")
+    assert load_config(mine, "gpu").training.lr == pytest.approx(4e-4 * 4)  # the user's rate, 16x the batch
+    assert load_config(mine, "gpu", ["training.lr=1e-3"]).training.lr == 1e-3  # --set still wins
+    custom = tmp_path / "custom.yaml"
+    custom.write_text("model: {name: satrn}\npresets:\n  gpu: {training: {batch_size: 64}}\n")
+    assert load_config(custom, "gpu").training.batch_size == 64  # a YAML's own preset of that name wins
+
+
 def test_replace_validates_like_set():
     config = load_config("satrn", "smoke")
     assert config.replace({"training.seed": 3}).training.seed == 3 and config.training.seed == 0
