@@ -79,7 +79,7 @@ def test_user_yaml_merges_over_model_defaults(tmp_path):
 def test_validator_coerces_yaml_lists_into_the_hinted_tuples():
     config = load_config("aster", overrides=["model.strides=[[2, 2], [2, 1], [2, 1], [2, 1], [2, 1]]"])
     assert config.model.strides == ((2, 2), (2, 1), (2, 1), (2, 1), (2, 1))
-    assert config.model.rectified_size == (64, 256) and isinstance(config.model.channels, tuple)
+    assert config.model.rectified_size == (48, 256) and isinstance(config.model.channels, tuple)
     with pytest.raises(BadInput, match=r"'model.strides' = \[\[2\]\] does not match"):
         load_config("aster", overrides=["model.strides=[[2]]"])
     assert make_section(TrainingConfig, {"lr": 1}).lr == 1.0  # an int where a float is hinted
