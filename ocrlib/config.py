@@ -8,9 +8,9 @@
 A config file (ocrlib/configs/<model>.yaml, or a user YAML that names `model: name:`) has the sections
 `model:` (name + the fields of the model's config dataclass, e.g. SATRNConfig), `data:`, `training:`,
 `decoding:`, and `presets:`, named partial configs (smoke, quick, full, competition, paper...) merged
-over the defaults. SHARED_PRESETS (gpu) apply to every model and are derived from its settings; a model's YAML
-may still define its own preset of the same name, which then wins. Two words for two things: a *preset* is such a named section of one model's YAML;
-a *profile* (ocrlib.profiles) is the size of a report run: how much data, and which preset it trains.
+over the defaults; SHARED_PRESETS (gpu) are offered to every model, derived from its settings (a YAML's own
+preset of that name wins). Two words for two things: a *preset* is such a named partial config; a *profile*
+(ocrlib.profiles) is the size of a report run: how much data, and which preset it trains.
 
 Layers, each one validated before it is merged: the dataclass defaults <- the model's YAML <- a user
 YAML <- the preset <- overrides. Every error is one line, `BadInput("<file>", "<where>: '<key>' <problem>")`.
@@ -346,18 +346,18 @@ def load_config(name_or_path: str | Path, preset: str | None = None,
     defaults_path = config_path(name)
     defaults = raw if defaults_path.resolve() == path.resolve() else _read_yaml(defaults_path)
     presets = dict(defaults.get("presets") or {})
-    base = {s: defaults[s] for s in SECTIONS if s in defaults}
-    layers = []
+    config = {s: defaults[s] for s in SECTIONS if s in defaults}
+    _build(config, defaults_path)  # the model's own YAML must be valid on its own
     if raw is not defaults:
-        layers.append(("", {s: raw[s] for s in SECTIONS if s in raw}))
+        config = _merge_layers(config, [("", {s: raw[s] for s in SECTIONS if s in raw})], path)
         presets.update(raw.get("presets") or {})
+    layers = []
     if preset is not None:
         if preset not in presets and preset in SHARED_PRESETS:
-            presets[preset] = SHARED_PRESETS[preset](_merge_layers(base, layers, path))
+            presets[preset] = SHARED_PRESETS[preset](config)  # derived from everything below it
         if preset not in presets:
-            known = [*presets, *(p for p in SHARED_PRESETS if p not in presets)]
+            known = dict.fromkeys([*presets, *SHARED_PRESETS])
             raise BadInput(path, f"unknown preset {preset!r}; known: {', '.join(known)}")
         layers.append((f"presets.{preset}", presets[preset]))
     layers += _override_layers(overrides)
-    _build(base, defaults_path)  # the model's own YAML must be valid on its own
-    return _build(_merge_layers(base, layers, path), path)
+    return _build(_merge_layers(config, layers, path), path)
