@@ -11,7 +11,7 @@ import os
 import re
 import sys
 
-from ocrlib.errors import BadInput
+from ocrlib.errors import BadInput, FontsUnavailable
 
 # Packages of the `notebooks` extra (pip install 'ocrlib[notebooks]'), not of the runtime.
 NOTEBOOK_PACKAGES = {"papermill", "nbconvert", "nbformat", "nbclient", "jupyter_client", "ipykernel", "ipywidgets"}
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         func = getattr(importlib.import_module(module_name), func_name)
         return int(func(args) or 0)
-    except (BadInput, FileNotFoundError) as err:
+    except (BadInput, FileNotFoundError, FontsUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as err:

@@ -14,3 +14,7 @@ class BadInput(ValueError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class FontsUnavailable(RuntimeError):
+    """Fonts a renderer needs that this machine cannot find; the one-line message says how to fix it."""

@@ -3,16 +3,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ocrlib.data import render_ink, render_tex
+from matplotlib import font_manager
+
+from ocrlib.cli import main
+from ocrlib.data import render_ink, render_mathtext, render_tex
 from ocrlib.data.render import cli_render, render_dataset, render_one
 from ocrlib.data.sources import read_gt
 from ocrlib.data.splits import split_of
+from ocrlib.errors import FontsUnavailable
 from ocrlib.paths import crohme_inkml_dir
 from ocrlib.tokens import Vocab, normalize_latex
 
@@ -207,3 +214,66 @@ def test_tex_bisects_when_the_log_does_not_name_the_page(monkeypatch):
 def test_tex_refuses_macro_definitions():
     result = render_tex.render_batch([(0, r"\def\a{\a}\a")], seed=0)[0]
     assert result.error == r"refused: contains \def"
+
+
+def test_every_mathtext_fontset_finds_its_own_fonts():
+    assert {f: render_mathtext.missing_fonts(f) for f in render_mathtext.FONTSETS} == {
+        f: [] for f in render_mathtext.FONTSETS}
+
+
+class StaleFontCache:
+    """A font manager as after its cache outlived an environment: STIX listed at deleted paths, cmr10 gone."""
+
+    def findfont(self, prop, fallback_to_default=True):
+        family = prop.get_family()[0]
+        if family.startswith("STIX"):
+            return f"/deleted/.venv/matplotlib/mpl-data/fonts/ttf/{family}.ttf"
+        if family == "cmr10":
+            raise ValueError("Failed to find font, and fallback to the default font was disabled")
+        return font_manager.fontManager.findfont(prop, fallback_to_default=fallback_to_default)
+
+
+def test_a_stale_font_cache_is_refused_not_drawn_in_fallback_fonts(tmp_path):
+    """The real case: matplotlib's cached font list no longer holds the STIX fonts (it was written for another
+    environment), so mathtext would draw the stix fontset in DejaVu Sans."""
+    env = {**os.environ, "MPLCONFIGDIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", "import matplotlib.font_manager"], env=env, check=True)
+    cache = next(tmp_path.glob("fontlist-*.json"))
+    fonts = json.loads(cache.read_text())
+    fonts["ttflist"] = [f for f in fonts["ttflist"] if not f["name"].startswith("STIX")]
+    cache.write_text(json.dumps(fonts))
+    code = "from ocrlib.data.render_mathtext import render_mathtext; render_mathtext('x', '{}')"
+    assert subprocess.run([sys.executable, "-c", code.format("cm")], env=env).returncode == 0
+    stix = subprocess.run([sys.executable, "-c", code.format("stix")], env=env, capture_output=True, text=True)
+    assert stix.returncode != 0
+    assert "FontsUnavailable: mathtext fontset 'stix': matplotlib finds no font file for STIXGeneral" in stix.stderr
+
+
+def test_missing_fonts_names_the_families_without_a_file():
+    stale = StaleFontCache()
+    assert render_mathtext.missing_fonts("stix", stale) == ["STIXGeneral", "STIXSizeOneSym"]
+    assert render_mathtext.missing_fonts("cm", stale) == ["cmr10"]
+    assert render_mathtext.missing_fonts("dejavusans", stale) == []
+
+
+@pytest.fixture
+def fonts_missing(monkeypatch):
+    """Every fontset's first family missing, as with a stale font cache; the per-process check asked afresh."""
+    monkeypatch.setattr(render_mathtext, "missing_fonts",
+                        lambda fontset, manager=None: [render_mathtext.FONTSET_FAMILIES[fontset][0]])
+    render_mathtext.check_fontset.cache_clear()
+    yield
+    render_mathtext.check_fontset.cache_clear()
+
+
+def test_missing_fonts_stop_a_data_set_instead_of_drawing_fallback_glyphs(tmp_path, fonts_missing):
+    with pytest.raises(FontsUnavailable, match=r"fontset 'stix'.* STIXGeneral .*fontlist-\*\.json"):
+        render_dataset(FORMULAS, tmp_path / "out", "mathtext", workers=1, progress=False, fonts=("stix",))
+    with pytest.raises(FontsUnavailable, match="mathtext fontset '"):  # pseudo-ink typesets through mathtext too
+        render_one(FORMULAS[0], "ink")
+
+
+def test_cli_render_reports_missing_fonts_in_one_line(tmp_path, fonts_missing, capsys):
+    assert main(["render", "--n", "4", "--workers", "1", "--out", str(tmp_path / "out")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
+    assert last.startswith("error: mathtext fontset '") and last.endswith("and retry)")

@@ -18,7 +18,7 @@ import numpy as np
 from ocrlib.data.ink_synth import Ink
 from ocrlib.data.render_mathtext import FONTSETS, Rendered, crop_to_ink, error_line, item_rng, rasterize
 from ocrlib.data.sources import read_inkml
-from ocrlib.errors import BadInput
+from ocrlib.errors import BadInput, FontsUnavailable
 
 HEIGHTS = (40, 112)  # target ink height range, pixels
 PEN = (0.025, 0.06)  # pen width range, as a fraction of the target height
@@ -187,6 +187,8 @@ def render_batch(items: list[tuple[int, str | os.PathLike | Ink]], seed: int,
             try:
                 result.image, font = render_pseudo_ink(item, rng, fonts)
                 result.style = f"pseudo-{font}"
+            except FontsUnavailable:
+                raise  # the machine's fonts, not this formula
             except Exception as err:  # mathtext raises ValueError, KeyError, RuntimeError... for bad input
                 result.error = error_line(err)
         results.append(result.checked())

@@ -7,11 +7,17 @@ backend setting (so importing this module in a notebook leaves its plots alone).
 """
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass
 
+import matplotlib
 import numpy as np
+from matplotlib import font_manager
 from matplotlib.font_manager import FontProperties
 from matplotlib.mathtext import MathTextParser
+
+from ocrlib.errors import FontsUnavailable
 
 # mathtext.fontset values that look different from each other (cm = Computer Modern look-alike).
 FONTSETS = ("cm", "stix", "stixsans", "dejavusans", "dejavuserif")
@@ -19,6 +25,13 @@ SIZES_PT = (10.0, 16.0)  # font size range in points
 DPIS = (100, 120, 150, 200)
 
 _PARSER = MathTextParser("agg")
+
+# The font families each fontset draws its glyphs from. When matplotlib's font cache is stale (it lists the
+# fonts of a deleted environment), font lookup falls back to DejaVu Sans with a log line and every fontset
+# is drawn in it: plausible images in the wrong fonts. check_fontset refuses that instead.
+FONTSET_FAMILIES = {"cm": ("cmr10", "cmmi10", "cmsy10", "cmex10"), "stix": ("STIXGeneral", "STIXSizeOneSym"),
+                    "stixsans": ("STIXGeneral", "STIXSizeOneSym"), "dejavusans": ("DejaVu Sans",),
+                    "dejavuserif": ("DejaVu Serif",)}
 
 
 @dataclass
@@ -59,11 +72,36 @@ def error_line(err: Exception) -> str:
     return f"{type(err).__name__}: {lines[-1] if lines else ''}"[:300]
 
 
+def missing_fonts(fontset: str, manager=None) -> list[str]:
+    """The families of `fontset` that `manager` (matplotlib's font manager) cannot find as a file."""
+    manager = manager or font_manager.fontManager
+    missing = []
+    for family in FONTSET_FAMILIES.get(fontset, ()):
+        try:
+            path = manager.findfont(FontProperties(family=family), fallback_to_default=False)
+        except ValueError:
+            path = None
+        if not (path and os.path.isfile(path)):
+            missing.append(family)
+    return missing
+
+
+@functools.cache  # once per fontset and process: a failed check is not cached, so it is asked again
+def check_fontset(fontset: str) -> None:
+    """Raise FontsUnavailable when matplotlib would draw `fontset` in fallback fonts."""
+    missing = missing_fonts(fontset)
+    if missing:
+        raise FontsUnavailable(f"mathtext fontset {fontset!r}: matplotlib finds no font file for {', '.join(missing)} "
+                               f"(a stale font cache? delete {matplotlib.get_cachedir()}/fontlist-*.json and retry)")
+
+
 def rasterize(latex: str, fontset: str, size_pt: float, dpi: int) -> np.ndarray:
     """Typeset `latex` (without $) with mathtext; (H, W) uint8 ink coverage, 255 = full ink.
 
-    Raises ValueError (or another parser error) when mathtext cannot parse the formula.
+    Raises ValueError (or another parser error) when mathtext cannot parse the formula, FontsUnavailable when
+    the fontset's fonts are missing.
     """
+    check_fontset(fontset)
     prop = FontProperties(size=size_pt, math_fontfamily=fontset)
     parsed = _PARSER.parse(f"${latex}$", dpi=dpi, prop=prop)
     return np.asarray(parsed.image)
@@ -86,6 +124,7 @@ def render_batch(items: list[tuple[int, str]], seed: int, fonts: tuple[str, ...]
         size = round(2 * rng.uniform(*sizes_pt)) / 2
         dpi, margin = int(rng.choice(dpis)), int(rng.integers(2, 9))
         result = Rendered(index, latex, font)
+        check_fontset(font)  # missing fonts stop the run: not a per-formula error to skip and count
         try:
             result.image = render_mathtext(latex, font, size, dpi, margin)
         except Exception as err:  # mathtext raises ValueError, KeyError, RuntimeError... for bad input
