@@ -6,6 +6,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import seaborn as sns
 from PIL import Image
 
@@ -45,6 +46,27 @@ def sample_images(folder: str | Path, n: int = 8, seed: int = 0) -> tuple[list[n
 def show_samples(folder: str | Path, n: int = 8, seed: int = 0, ncols: int = 4, title: str | None = None):
     images, labels = sample_images(folder, n, seed)
     return image_grid(images, labels, ncols=ncols, suptitle=title or Path(folder).name)
+
+
+def training_log(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A run's metrics.jsonl: every logged step, and the steps that ran a validation (none: an empty frame)."""
+    log = pd.read_json(Path(run_dir) / "metrics.jsonl", lines=True)
+    if "val_sa" not in log:
+        log["val_sa"] = np.nan
+    return log, log.dropna(subset=["val_sa"])
+
+
+def validation_curves(ax, runs: dict[str, str | Path], x: str = "minutes", y: str = "val_sa", ylabel: str = "SA",
+                      title: str | None = None):
+    """Validation `y` of each run (legend label -> run folder) against wall-clock minutes or steps."""
+    for label, run_dir in runs.items():
+        _, val = training_log(run_dir)
+        ax.plot(val["elapsed_s"] / 60 if x == "minutes" else val["step"], val[y], marker="o", label=label)
+    against = "wall-clock time" if x == "minutes" else "steps"
+    ax.set(title=title or f"validation {ylabel} against {against}", xlabel=x, ylabel=ylabel)
+    if len(runs) > 1:
+        ax.legend(fontsize=8)
+    return ax
 
 
 def confusion_heatmap(confusion, ax=None, title: str = "substituted tokens"):
