@@ -58,7 +58,10 @@ def training_log(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def validation_curves(ax, runs: dict[str, str | Path], x: str = "minutes", y: str = "val_sa", ylabel: str = "SA",
                       title: str | None = None):
-    """Validation `y` of each run (legend label -> run folder) against wall-clock minutes or steps."""
+    """Validation `y` of each run (legend label -> run folder) against wall-clock minutes or steps (x: "minutes" or
+    "step")."""
+    if x not in ("minutes", "step"):
+        raise ValueError(f"x must be 'minutes' or 'step', not {x!r}")
     for label, run_dir in runs.items():
         _, val = training_log(run_dir)
         ax.plot(val["elapsed_s"] / 60 if x == "minutes" else val["step"], val[y], marker="o", label=label)

@@ -3,6 +3,7 @@ import json
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pytest
 
 from ocrlib.viz import image_grid, training_log, validation_curves
 
@@ -57,4 +58,6 @@ def test_training_log_splits_the_validated_steps_and_curves_plot_them(tmp_path):
     assert [t.get_text() for t in axes[0].get_legend().get_texts()] == ["run", "bare"]
     assert list(axes[1].lines[0].get_xdata()) == [20, 30] and np.allclose(axes[1].lines[0].get_ydata(), [0.8, 0.6])
     assert axes[1].get_title() == "validation WER against steps" and axes[1].get_legend() is None
+    with pytest.raises(ValueError, match="'minutes' or 'step'"):
+        validation_curves(axes[0], {"run": run}, x="steps")
     plt.close(fig)
