@@ -356,8 +356,7 @@ def load_config(name_or_path: str | Path, preset: str | None = None,
         if preset not in presets and preset in SHARED_PRESETS:
             presets[preset] = SHARED_PRESETS[preset](config)  # derived from everything below it
         if preset not in presets:
-            known = dict.fromkeys([*presets, *SHARED_PRESETS])
-            raise BadInput(path, f"unknown preset {preset!r}; known: {', '.join(known)}")
+            raise BadInput(path, f"unknown preset {preset!r}; known: {', '.join(presets_of(name_or_path))}")
         layers.append((f"presets.{preset}", presets[preset]))
     layers += _override_layers(overrides)
     return _build(_merge_layers(config, layers, path), path)
