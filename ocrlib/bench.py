@@ -194,10 +194,40 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def _attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """softmax(q k^T) v: two batched matrix products, (B, h, S_q, d) by (B, h, S_k, d)."""
+    b, h, s_q, d_qk = query_shape
+    s_k, d_v = key_shape[2], value_shape[3]
+    return 2 * b * h * s_q * s_k * (d_qk + d_v)
+
+
+def _attention_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None,
+                              **kwargs) -> int:
+    """Flash attention's backward: the scores recomputed (q k^T), then the gradients of the scores, of v, of q
+    and of k, five batched matrix products in all."""
+    b, h, s_q, d_qk = query_shape
+    s_k, d_v = key_shape[2], value_shape[3]
+    return 2 * b * h * s_q * s_k * (3 * d_qk + 2 * d_v)
+
+
+# torch's FlopCounterMode knows the GPU attention kernels but not the CPU's flash attention, which
+# F.scaled_dot_product_attention runs here: without these the encoders' self-attention counted as free (the
+# competition SATRN's training step: 98.3 GFLOP instead of 109.5, the figure the team's own code counted).
+CPU_ATTENTION_FLOPS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _attention_flops,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _attention_backward_flops,
+}
+
+
+def flop_counter() -> FlopCounterMode:
+    """torch's FLOP counter, CPU attention included (CPU_ATTENTION_FLOPS); use as a context manager."""
+    return FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS)
+
+
 def _measured(fn: Callable[[], object], repeats: int, model, image_size: tuple[int, int]) -> dict:
     """fn warmed up, its FLOPs counted on one call, then timed: what a fresh-process case returns."""
     fn()  # warm-up
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         fn()
     return {"seconds": median_seconds(fn, repeats), "flops": counter.get_total_flops(), "image_size": image_size,
             "parameters": sum(p.numel() for p in model.parameters()), "peak_rss_mb": round(_peak_rss_mb(), 1)}

@@ -2,9 +2,12 @@
 import argparse
 
 import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
-from ocrlib.bench import (TEAM_LIMIT_GFLOPS, cases_markdown, cli_bench, profile_train_step, ratios, render_throughput,
-                          time_decode, time_train_step, training_throughput)
+from ocrlib.bench import (TEAM_LIMIT_GFLOPS, cases_markdown, cli_bench, flop_counter, profile_train_step, ratios,
+                          render_throughput, time_decode, time_train_step, training_throughput)
 from ocrlib.config import load_config
 from ocrlib.errors import BadInput
 
@@ -83,3 +86,17 @@ def test_the_profile_says_where_a_step_goes():
 def test_bench_only_names_no_case():
     with pytest.raises(BadInput, match="no case name contains"):
         cli_bench(argparse.Namespace(out=None, quick=True, only=["no such case"]))
+
+
+def test_cpu_attention_is_counted_as_its_two_matrix_products_and_five_in_backward():
+    q, k, v = (torch.randn(2, 3, 5, 4, requires_grad=True) for _ in range(3))
+    with flop_counter() as fused:
+        F.scaled_dot_product_attention(q, k, v).sum().backward()
+    with flop_counter() as explicit:
+        ((q @ k.transpose(-2, -1)) / 2).softmax(-1).matmul(v).sum().backward()
+    bmm = 2 * 2 * 3 * 5 * 5 * 4  # one (5x4)(4x5) product per batch and head
+    assert explicit.get_total_flops() == 2 * bmm + 4 * bmm  # forward; backward: two gradients per product
+    assert fused.get_total_flops() == 2 * bmm + 5 * bmm  # flash attention recomputes the scores
+    with FlopCounterMode(display=False) as torch_alone:
+        F.scaled_dot_product_attention(q, k, v)
+    assert torch_alone.get_total_flops() == 0  # what the counter misses without CPU_ATTENTION_FLOPS

@@ -123,3 +123,15 @@ def test_densenet_without_autograd_writes_each_block_in_place_and_computes_the_s
             assert "aten::cat" not in ops_run(lambda: stem(images, pad))
             in_place = stem(images, pad)
         torch.testing.assert_close(in_place, with_cat.detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_densenet_without_autograd_runs_a_few_images_at_a_time_and_computes_the_same():
+    torch.manual_seed(0)
+    stem = random_statistics(DenseNetStem(1, 24, stem=8, growth=4, depth=3)).to(memory_format=CHANNELS_LAST).eval()
+    stem.images_per_pass = 2
+    images = torch.randn(5, 1, 32, 64).contiguous(memory_format=CHANNELS_LAST)
+    for pad in (None, ColumnPadding.of(torch.tensor([40, 64, 16, 64, 33]), 64)):
+        whole = stem(images, pad)  # autograd on: the whole batch at once
+        with torch.no_grad():
+            in_passes = stem(images, pad)  # images 0-1, 2-3, 4
+        torch.testing.assert_close(in_passes, whole.detach(), atol=1e-5, rtol=1e-5)
