@@ -465,11 +465,14 @@ def environment() -> dict:
 
 
 def cases_markdown(cases: list[dict]) -> str:
-    """The results as a markdown table, one row a case, its other keys gathered in a details column."""
+    """The results as a markdown table, one row a case (value, unit, the share of the machine's limit where FLOPs
+    were counted), its other keys gathered in a details column."""
+    shown = ("name", "group", "value", "unit", "share_of_limit")
     rows = [{"case": case["name"], "value": case["value"], "unit": case["unit"],
-             "details": ", ".join(f"{k}={v}" for k, v in case.items() if k not in ("name", "group", "value", "unit"))}
+             "share of limit": case.get("share_of_limit", float("nan")),
+             "details": ", ".join(f"{k}={v}" for k, v in case.items() if k not in shown)}
             for case in cases]
-    return markdown_table(pd.DataFrame(rows), floatfmt={"value": ".1f"}) + "\n"
+    return markdown_table(pd.DataFrame(rows), floatfmt={"share of limit": ".0%"}) + "\n"
 
 
 def run_cases(cases: list[Case], quick: bool = False) -> list[dict]:
@@ -479,7 +482,7 @@ def run_cases(cases: list[Case], quick: bool = False) -> list[dict]:
         result = case.run(quick)
         results.append({"name": case.name, "group": case.group, **result,
                         "wall_s": round(time.perf_counter() - started, 2)})
-        print(f"{case.name}: {result['value']:.1f} {result['unit']}")
+        print(f"{case.name}: {result['value']:.4g} {result['unit']}")
     return results
 
 
