@@ -212,7 +212,7 @@ def _attention_backward_flops(grad_out_shape, query_shape, key_shape, value_shap
 
 # torch's FlopCounterMode knows the GPU attention kernels but not the CPU's flash attention, which
 # F.scaled_dot_product_attention runs here: without these the encoders' self-attention counted as free (the
-# competition SATRN's training step: 98.3 GFLOP instead of 109.5, the figure the team's own code counted).
+# competition SATRN's training step: 98.3 GFLOP instead of 111.3; the team counted 109.5 for their code).
 CPU_ATTENTION_FLOPS = {
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _attention_flops,
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _attention_backward_flops,
