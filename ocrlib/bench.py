@@ -23,7 +23,7 @@ from typing import Callable
 
 import pandas as pd
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from ocrlib.config import load_config
 from ocrlib.data.build import printed_corpus
@@ -195,19 +195,14 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
 
 
 def _attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    """softmax(q k^T) v: two batched matrix products, (B, h, S_q, d) by (B, h, S_k, d)."""
-    b, h, s_q, d_qk = query_shape
-    s_k, d_v = key_shape[2], value_shape[3]
-    return 2 * b * h * s_q * s_k * (d_qk + d_v)
+    """torch's formula for its GPU attention kernels (two batched products), given the CPU kernel's arguments."""
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
 def _attention_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None,
                               **kwargs) -> int:
-    """Flash attention's backward: the scores recomputed (q k^T), then the gradients of the scores, of v, of q
-    and of k, five batched matrix products in all."""
-    b, h, s_q, d_qk = query_shape
-    s_k, d_v = key_shape[2], value_shape[3]
-    return 2 * b * h * s_q * s_k * (3 * d_qk + 2 * d_v)
+    """torch's formula for the GPU kernels' backward (five products: flash attention recomputes the scores)."""
+    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
 
 
 # torch's FlopCounterMode knows the GPU attention kernels but not the CPU's flash attention, which
