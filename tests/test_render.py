@@ -103,6 +103,21 @@ def test_tex_batch_isolates_a_broken_formula():
 
 
 @needs_tex
+def test_tex_blocks_in_one_latex_run_read_as_each_block_alone(monkeypatch):
+    # dvipng draws the first page of a range in the document's first page's box: every block after the first is
+    # drawn from a range, so each must come out as it does alone; a failure in a later block must not shift any
+    monkeypatch.setattr(render_tex, "RUN_BLOCK", 3)
+    items = list(enumerate(FORMULAS + [r"\frac{1}{"]))  # blocks 0-2, 3-5, 6-8; index 8 fails
+    together = render_tex.render_batch(items, seed=0, fonts=("cm",))
+    alone = [r for start in range(0, len(items), 3) for r in render_tex.render_batch(items[start:start + 3], seed=0,
+                                                                                       fonts=("cm",))]
+    assert [r.error is None for r in together] == [True] * 8 + [False]
+    for a, b in zip(together[:8], alone[:8]):
+        assert a.image.shape == b.image.shape and np.array_equal(a.image, b.image)
+    assert len({r.image.shape for r in together[:8]}) > 4  # the formulas differ: a shifted image would show
+
+
+@needs_tex
 def test_tex_refuses_document_breaking_input():
     results = render_tex.render_batch([(0, r"x \end{document}"), (1, r"\input{/etc/hostname}"), (2, "y")], seed=0)
     assert [r.error is None for r in results] == [False, False, True]

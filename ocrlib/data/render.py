@@ -36,7 +36,7 @@ from ocrlib.tokens import Vocab, join, normalize_latex
 RENDERERS = ("mathtext", "tex", "ink", "screen")
 _MODULES = {name: f"ocrlib.data.render_{name}" for name in RENDERERS}
 # formulas per pool task: TeX pays a latex start per chunk and font, the screen a browser start (~1 s)
-CHUNK_SIZE = {"mathtext": 64, "tex": render_tex.RUN_BLOCK, "ink": 32, "screen": 250}
+CHUNK_SIZE = {"mathtext": 64, "tex": 2 * render_tex.RUN_BLOCK, "ink": 32, "screen": 250}
 # what stands in for a renderer that is not installed: mathtext typesets TeX's formulas too; a screen
 # capture has no stand-in (a screen test set that is not a screen capture would mislead)
 STAND_INS = {"tex": "mathtext"}

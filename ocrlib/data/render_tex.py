@@ -1,7 +1,8 @@
 """Real TeX renderer: many formulas per `latex` run, one `dvipng` call per run.
 
 Every formula is a page of its own (the `preview` package crops each page to its content), so a
-chunk of formulas costs one `latex` start and one `dvipng` start per document font. A formula that
+chunk of formulas costs one `latex` start per document font, and one `dvipng` start per font and block of
+formulas that share a resolution. A formula that
 does not compile is found from the log (TeX ships a page as soon as its formula is typeset, so the
 pages written before a -halt-on-error stop are sound and the next one is the culprit) or, when the
 log cannot say (a timeout, a crash), by bisection; it is recorded with TeX's message and the rest
@@ -36,9 +37,11 @@ FONTS = {
 }
 SIZES = (r"\normalsize", r"\large", r"\Large")  # drawn per formula
 DPIS = (110, 150, 200)  # dvipng takes one resolution per call: drawn per (block of indices, font)
-# formulas index // RUN_BLOCK share a resolution; also the chunk size: a latex start costs ~0.1 s of CPU,
-# a page ~0.1 ms, and each chunk starts latex once per font
+# formulas index // RUN_BLOCK share a resolution. A latex start costs ~0.12 s of CPU (loading its format), a page
+# ~0.15 ms: render_batch starts latex once per font for all its blocks, and dvipng once per block and font.
 RUN_BLOCK = 1000
+# dvipng draws the first page of a page range (-p) in the first page's box: each block's pages follow one of these
+_SACRIFICE = r"\begin{preview}.\end{preview}"
 
 # things that would break the one-page-per-formula document, touch files, or loop (macro definitions)
 _REFUSED = re.compile(r"\\(documentclass|begin\s*\{document\}|end\s*\{(document|preview)\}|input|include"
@@ -152,25 +155,32 @@ def _compile_all(workdir: Path, font: str, pages: list[str]) -> tuple[list[int],
     return candidates, failures
 
 
-def _dvipng(workdir: Path, dpi: int, n_pages: int) -> tuple[list[np.ndarray | None], str | None]:
-    """All pages of f.dvi as grayscale arrays in one dvipng call, or ([], the reason it failed)."""
+def _dvipng(workdir: Path, dpi: int, first: int, n_pages: int) -> tuple[list[np.ndarray | None], str | None]:
+    """Pages first+1 .. first+n_pages of f.dvi as grayscale arrays in one dvipng call, or ([], the reason it
+    failed). Page `first` (a _SACRIFICE) starts the range and is dropped."""
     try:
         subprocess.run(["dvipng", "-q", "-D", str(dpi), "-T", "tight", "-bg", "White", "-fg", "Black",
-                        "--gamma", "1.5", "-z", "1", "-o", "p%d.png", "f.dvi"],
+                        "--gamma", "1.5", "-z", "1", "-p", f"={first}", "-l", f"={first + n_pages}",
+                        "-o", "p%d.png", "f.dvi"],
                        cwd=workdir, capture_output=True, check=True, timeout=30 + 0.05 * n_pages)
     except subprocess.CalledProcessError as err:
         return [], f"dvipng failed: {err.stderr.decode(errors='replace').strip()[-200:]}"
     except subprocess.TimeoutExpired:
         return [], "dvipng timed out"
-    n_png = len(list(workdir.glob("p*.png")))
-    if n_png != n_pages:  # a formula that made two pages would shift every image after it
-        return [], f"dvipng wrote {n_png} pages for {n_pages} formulas"
-    return [cv2.imread(str(workdir / f"p{k}.png"), cv2.IMREAD_GRAYSCALE) for k in range(1, n_pages + 1)], None
+    files = sorted(workdir.glob("p*.png"))
+    images = [cv2.imread(str(workdir / f"p{k}.png"), cv2.IMREAD_GRAYSCALE)
+              for k in range(first + 1, first + n_pages + 1)]
+    for file in files:
+        file.unlink()
+    if len(files) != n_pages + 1 or any(image is None for image in images):
+        # a formula that made two pages would shift every image after it
+        return [], f"dvipng wrote {len(files) - 1} pages for {n_pages} formulas"
+    return images, None
 
 
 def render_batch(items: list[tuple[int, str]], seed: int, fonts: tuple[str, ...] | None = None,
                  dpis: tuple[int, ...] = DPIS) -> list[Rendered]:
-    """Render (index, latex) items: font and size per item from (seed, index); one latex and one dvipng
+    """Render (index, latex) items: font and size per item from (seed, index); one latex run per font, one dvipng
     run per font and block of RUN_BLOCK indices (the resolution is drawn per block and font)."""
     check_tex()
     fonts = fonts or available_fonts()
@@ -186,19 +196,23 @@ def render_batch(items: list[tuple[int, str]], seed: int, fonts: tuple[str, ...]
             result.error = f"refused: contains \\{refused.group(1)}"
         else:
             page = _page(" ".join(latex.split()), SIZES[rng.integers(len(SIZES))])  # one line per page
-            groups.setdefault((result.style, index // RUN_BLOCK), []).append((result, page))
+            groups.setdefault(result.style, {}).setdefault(index // RUN_BLOCK, []).append((result, page))
         results.append(result)
-    for (font, block), group in groups.items():
-        dpi = int(item_rng(seed, block, len(FONTS), list(FONTS).index(font)).choice(dpis))
+    for font, blocks in groups.items():
+        entries = [entry for group in blocks.values() for entry in [None, *group]]  # None: a block's _SACRIFICE
         with tempfile.TemporaryDirectory(prefix="ocrlib-tex-", dir=_SCRATCH) as tmp:
-            good, failures = _compile_all(Path(tmp), font, [page for _, page in group])
+            good, failures = _compile_all(Path(tmp), font, [_SACRIFICE if e is None else e[1] for e in entries])
             for position, reason in failures.items():
-                group[position][0].error = reason
-            images, error = _dvipng(Path(tmp), dpi, len(good)) if good else ([], None)
-        for position, gray in zip(good, images or [None] * len(good)):
-            result = group[position][0]
-            margin = int(item_rng(seed, result.index, 1).integers(2, 9))
-            result.image = None if gray is None else crop_to_ink(gray, margin)
-            if result.image is None:
-                result.error = error or "empty image (no ink)"
+                if entries[position] is not None:
+                    entries[position][0].error = reason
+            starts = [page for page, position in enumerate(good, 1) if entries[position] is None]
+            for block, first, end in zip(blocks, starts, [*starts[1:], len(good) + 1]):
+                dpi = int(item_rng(seed, block, len(FONTS), list(FONTS).index(font)).choice(dpis))
+                images, error = _dvipng(Path(tmp), dpi, first, end - first - 1) if end - first > 1 else ([], None)
+                for position, gray in zip(good[first:end - 1], images or [None] * (end - first - 1)):
+                    result = entries[position][0]
+                    margin = int(item_rng(seed, result.index, 1).integers(2, 9))
+                    result.image = None if gray is None else crop_to_ink(gray, margin)
+                    if result.image is None:
+                        result.error = error or "empty image (no ink)"
     return results
