@@ -117,3 +117,18 @@ def test_kernel_time_is_the_matrix_products_convolutions_and_attention():
         fn()
         assert kernel_seconds(fn) > 0
     assert kernel_seconds(lambda: a.relu().add(1).softmax(-1)) == 0  # elementwise work is not a kernel's
+
+
+def test_a_grouped_convolution_counts_its_weight_gradient_once():
+    x = torch.randn(2, 6, 5, 5, requires_grad=True)
+    depthwise, dense = torch.randn(6, 1, 3, 3, requires_grad=True), torch.randn(6, 6, 3, 3, requires_grad=True)
+    forward = 2 * 2 * 6 * 5 * 5 * 9  # per image, channel and position a 3x3 dot product
+    with flop_counter() as ours:
+        F.conv2d(x, depthwise, padding=1, groups=6).sum().backward()
+    assert ours.get_total_flops() == 3 * forward  # forward, input gradient, weight gradient: one conv each
+    with FlopCounterMode(display=False) as torch_alone:
+        F.conv2d(x, depthwise, padding=1, groups=6).sum().backward()
+    assert torch_alone.get_total_flops() == 2 * forward + 6 * forward  # its weight gradient: once per group
+    with flop_counter() as ours, FlopCounterMode(display=False) as theirs:
+        F.conv2d(x, dense, padding=1).sum().backward()
+    assert ours.get_total_flops() == theirs.get_total_flops() == 3 * 6 * forward  # ungrouped: as torch counts
