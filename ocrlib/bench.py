@@ -260,9 +260,11 @@ def _measured(fn: Callable[[], object], repeats: int, model, image_size: tuple[i
     fn()  # warm-up
     with flop_counter() as counter:
         fn()
-    return {"seconds": median_seconds(fn, repeats), "flops": counter.get_total_flops(),
-            "kernel_seconds": kernel_seconds(fn), "image_size": image_size,
-            "parameters": sum(p.numel() for p in model.parameters()), "peak_rss_mb": round(_peak_rss_mb(), 1)}
+    seconds = median_seconds(fn, repeats)
+    peak_rss = _peak_rss_mb()  # before the profiler's own records raise it
+    return {"seconds": seconds, "flops": counter.get_total_flops(), "kernel_seconds": kernel_seconds(fn),
+            "image_size": image_size, "parameters": sum(p.numel() for p in model.parameters()),
+            "peak_rss_mb": round(peak_rss, 1)}
 
 
 def _train_step(model, images, targets, tf_ratio) -> Callable[[], None]:
