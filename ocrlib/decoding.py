@@ -35,9 +35,12 @@ PER_IMAGE = "per_image"  # the state entry of what every hypothesis of an image 
 
 def reorder(state, index: torch.Tensor, per_image: bool = True):
     """Gather rows `index` of every tensor in a (nested) state; other values pass through. per_image=False
-    leaves every "per_image" entry as it is (beam search: `index` moves hypotheses within their images)."""
+    leaves every "per_image" entry as it is (beam search: `index` moves hypotheses within their images).
+    An object with `select_rows` (a decoder's `KVCache`) gathers them itself, lazily."""
     if isinstance(state, torch.Tensor):
         return state.index_select(0, index)
+    if hasattr(state, "select_rows"):
+        return state.select_rows(index)
     if isinstance(state, dict):
         return {key: value if key == PER_IMAGE and not per_image else reorder(value, index, per_image)
                 for key, value in state.items()}

@@ -6,8 +6,9 @@ import itertools
 import pytest
 import torch
 
-from ocrlib.decoding import BracketConstraint, beam_search, greedy, greedy_uncached
+from ocrlib.decoding import BracketConstraint, beam_search, greedy, greedy_uncached, reorder
 from ocrlib.models import create_model
+from ocrlib.models.layers import KVCache
 
 TOKENS = ["<pad>", "<sos>", "<eos>", "<unk>", "{", "}", "(", ")", "[", "]", "\\left(", "\\right)", "\\right.",
           "x", "y", "^", "_", "1", "2", "\\frac", "+", "=", "a", "\\leftarrow", "\\rightarrow"]
@@ -120,6 +121,20 @@ def test_satrn_projects_memory_once_and_caches_keys(monkeypatch):
     assert [k.size(2) for k, _ in state["caches"]] == [5, 5]  # one cached position per fed token
     model.decode(random_images(2), beam=3)
     assert len(calls) == 2  # once per decode call, not per step or per beam
+
+
+def test_a_reordered_cache_gathers_its_rows_when_it_grows():
+    k, v, new_k, new_v = torch.randn(4, 2, 3, 5), torch.randn(4, 2, 3, 5), torch.randn(3, 2, 1, 5), torch.randn(3, 2, 1, 5)
+    first, then = torch.tensor([3, 3, 0, 1]), torch.tensor([2, 0, 1])  # beam search: rows copied, dropped, moved
+    state = reorder(reorder({"caches": [KVCache(k, v)]}, first), then)
+    cache = state["caches"][0]
+    assert cache.k is k  # nothing copied yet
+    rows = first[then]
+    assert all(torch.equal(a, b) for a, b in zip(cache, (k[rows], v[rows])))
+    grown = cache.extend(new_k, new_v)
+    assert torch.equal(grown.k, torch.cat([k[rows], new_k], 2))
+    assert torch.equal(grown.v, torch.cat([v[rows], new_v], 2))
+    assert grown.rows is None and grown.length == 4
 
 
 def test_attention_decoder_projects_memory_once(monkeypatch):
