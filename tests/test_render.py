@@ -118,6 +118,14 @@ def test_tex_blocks_in_one_latex_run_read_as_each_block_alone(monkeypatch):
 
 
 @needs_tex
+def test_tex_refuses_to_label_images_after_a_formula_that_made_two_pages(monkeypatch):
+    page = render_tex._page
+    monkeypatch.setattr(render_tex, "_page", lambda latex, size: page(latex, size) * (2 if latex == "y" else 1))
+    results = render_tex.render_batch([(0, "x"), (1, "y"), (2, "z")], seed=0, fonts=("cm",))
+    assert {r.error for r in results} == {"latex wrote 5 pages for 4 formulas"}  # 4: the block's first page too
+
+
+@needs_tex
 def test_tex_refuses_document_breaking_input():
     results = render_tex.render_batch([(0, r"x \end{document}"), (1, r"\input{/etc/hostname}"), (2, "y")], seed=0)
     assert [r.error is None for r in results] == [False, False, True]

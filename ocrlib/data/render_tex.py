@@ -99,15 +99,24 @@ def _run_latex(workdir: Path, font: str, pages: list[str]) -> tuple[bool, int | 
         ok, reason = proc.returncode == 0, "latex failed (no message in its log)"
     except subprocess.TimeoutExpired:
         ok, reason = False, "latex timed out"
-    log_path = workdir / "f.log"
-    log = log_path.read_text(errors="replace") if log_path.exists() else ""
-    written = re.search(r"Output written on .*?\((\d+) pages?", log)
-    n_written = int(written.group(1)) if written else 0 if "No pages of output" in log else None
+    log = _log(workdir)
+    n_written = _pages_written(log)
     message = re.search(r"^! (.*)$", log, re.MULTILINE)
     where = re.search(r"^l\.\d+ (.*)$", log, re.MULTILINE)
     if not ok and message:
         reason = message.group(1) + (f" (at: {where.group(1).strip()[-60:]})" if where else "")
     return ok, n_written, reason
+
+
+def _log(workdir: Path) -> str:
+    path = workdir / "f.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _pages_written(log: str) -> int | None:
+    """The pages latex wrote, from its log; None when the log does not say (a timeout, a crash)."""
+    written = re.search(r"Output written on .*?\((\d+) pages?", log)
+    return int(written.group(1)) if written else 0 if "No pages of output" in log else None
 
 
 def _isolate_failures(workdir: Path, font: str, pages: list[str], batch: list[int]) -> dict[int, str] | None:
@@ -167,14 +176,13 @@ def _dvipng(workdir: Path, dpi: int, first: int, n_pages: int) -> tuple[list[np.
         return [], f"dvipng failed: {err.stderr.decode(errors='replace').strip()[-200:]}"
     except subprocess.TimeoutExpired:
         return [], "dvipng timed out"
-    files = sorted(workdir.glob("p*.png"))
+    files = list(workdir.glob("p*.png"))
     images = [cv2.imread(str(workdir / f"p{k}.png"), cv2.IMREAD_GRAYSCALE)
               for k in range(first + 1, first + n_pages + 1)]
     for file in files:
         file.unlink()
     if len(files) != n_pages + 1 or any(image is None for image in images):
-        # a formula that made two pages would shift every image after it
-        return [], f"dvipng wrote {len(files) - 1} pages for {n_pages} formulas"
+        return [], f"dvipng wrote {max(len(files) - 1, 0)} of {n_pages} pages"
     return images, None
 
 
@@ -205,6 +213,12 @@ def render_batch(items: list[tuple[int, str]], seed: int, fonts: tuple[str, ...]
             for position, reason in failures.items():
                 if entries[position] is not None:
                     entries[position][0].error = reason
+            n_pages = _pages_written(_log(Path(tmp))) if good else 0
+            if n_pages != len(good):  # a formula that made two pages would shift every image after it
+                for position in good:
+                    if entries[position] is not None:
+                        entries[position][0].error = f"latex wrote {n_pages} pages for {len(good)} formulas"
+                continue
             starts = [page for page, position in enumerate(good, 1) if entries[position] is None]
             for block, first, end in zip(blocks, starts, [*starts[1:], len(good) + 1]):
                 dpi = int(item_rng(seed, block, len(FONTS), list(FONTS).index(font)).choice(dpis))

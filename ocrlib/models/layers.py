@@ -610,8 +610,8 @@ class TransformerDecoderLayer(nn.Module):
         Returns (x (B,T,D), KVCache including the new positions, cross-attention weights (B,T,S) | None)."""
         h = self.norm1(x)
         k, v = self.self_attn.project_kv(h)  # (B, h, T, dh) each
-        past = 0 if cache is None else KVCache.of(cache).length
         cache = KVCache(k, v) if cache is None else KVCache.of(cache).extend(k, v)  # (B, h, past+T, dh) each
+        past = cache.length - x.size(1)
         x = x + self.dropout(self.self_attn.attend(h, cache.k, cache.v, causal_mask(x.size(1), past, x.device))[0])
         cross_mask = None if memory_mask is None else memory_mask[:, None, None, :]  # (B, 1, 1, S)
         ctx, weights = self.cross_attn.attend(self.norm2(x), *memory_kv, cross_mask, need_weights)
