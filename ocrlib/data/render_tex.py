@@ -161,6 +161,10 @@ def _compile_all(workdir: Path, font: str, pages: list[str]) -> tuple[list[int],
         found = found or dict.fromkeys(candidates, "compiles alone but not together with its batch")
         failures.update(found)
         candidates = [i for i in candidates if i not in found]  # compile the survivors together again
+    n_pages = _pages_written(_log(workdir)) if candidates else 0
+    if n_pages != len(candidates):  # a formula that made two pages would shift every page after it
+        failures.update(dict.fromkeys(candidates, f"latex wrote {n_pages} pages for {len(candidates)} formulas"))
+        candidates = []
     return candidates, failures
 
 
@@ -207,26 +211,27 @@ def render_batch(items: list[tuple[int, str]], seed: int, fonts: tuple[str, ...]
             groups.setdefault(result.style, {}).setdefault(index // RUN_BLOCK, []).append((result, page))
         results.append(result)
     for font, blocks in groups.items():
-        entries = [entry for group in blocks.values() for entry in [None, *group]]  # None: a block's _SACRIFICE
-        with tempfile.TemporaryDirectory(prefix="ocrlib-tex-", dir=_SCRATCH) as tmp:
-            good, failures = _compile_all(Path(tmp), font, [_SACRIFICE if e is None else e[1] for e in entries])
-            for position, reason in failures.items():
-                if entries[position] is not None:
-                    entries[position][0].error = reason
-            n_pages = _pages_written(_log(Path(tmp))) if good else 0
-            if n_pages != len(good):  # a formula that made two pages would shift every image after it
-                for position in good:
-                    if entries[position] is not None:
-                        entries[position][0].error = f"latex wrote {n_pages} pages for {len(good)} formulas"
-                continue
-            starts = [page for page, position in enumerate(good, 1) if entries[position] is None]
-            for block, first, end in zip(blocks, starts, [*starts[1:], len(good) + 1]):
-                dpi = int(item_rng(seed, block, len(FONTS), list(FONTS).index(font)).choice(dpis))
-                images, error = _dvipng(Path(tmp), dpi, first, end - first - 1) if end - first > 1 else ([], None)
-                for position, gray in zip(good[first:end - 1], images or [None] * (end - first - 1)):
-                    result = entries[position][0]
-                    margin = int(item_rng(seed, result.index, 1).integers(2, 9))
-                    result.image = None if gray is None else crop_to_ink(gray, margin)
-                    if result.image is None:
-                        result.error = error or "empty image (no ink)"
+        _render_font(font, blocks, seed, dpis)
     return results
+
+
+def _render_font(font: str, blocks: dict[int, list[tuple[Rendered, str]]], seed: int, dpis: tuple[int, ...]) -> None:
+    """One font's (result, page) items by block of RUN_BLOCK indices: one latex run for all, one dvipng run per block
+    at the block's resolution; sets each result's image or error."""
+    entries = [entry for group in blocks.values() for entry in [None, *group]]  # None: a block's _SACRIFICE
+    with tempfile.TemporaryDirectory(prefix="ocrlib-tex-", dir=_SCRATCH) as tmp:
+        good, failures = _compile_all(Path(tmp), font, [_SACRIFICE if e is None else e[1] for e in entries])
+        for position, reason in failures.items():
+            if entries[position] is not None:
+                entries[position][0].error = reason
+        starts = [page for page, position in enumerate(good, 1) if entries[position] is None]
+        for block, first, end in zip(blocks, starts, [*starts[1:], len(good) + 1]):
+            dpi = int(item_rng(seed, block, len(FONTS), list(FONTS).index(font)).choice(dpis))
+            n = end - first - 1  # the block's formulas that compiled
+            images, error = _dvipng(Path(tmp), dpi, first, n) if n else ([], None)
+            for position, gray in zip(good[first:end - 1], images or [None] * n):
+                result = entries[position][0]
+                margin = int(item_rng(seed, result.index, 1).integers(2, 9))
+                result.image = None if gray is None else crop_to_ink(gray, margin)
+                if result.image is None:
+                    result.error = error or "empty image (no ink)"
